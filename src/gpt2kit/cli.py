@@ -1,0 +1,100 @@
+"""The `gpt2kit` command line: sub-commands mapped to plain library functions.
+
+Each sub-command is a config dataclass (its flags, see `gpt2kit.config`) and a function that
+takes it. A `UserError` becomes a one-paragraph message on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import textwrap
+from typing import NamedTuple
+
+from gpt2kit import __version__
+from gpt2kit.config import add_arguments, build_config
+from gpt2kit.errors import UserError
+
+
+class Command(NamedTuple):
+    name: str
+    module: str  # where the config class and the function live
+    config: str  # the config dataclass
+    function: str  # called with the built config
+    summary: str
+
+
+COMMANDS = [
+    Command(
+        "generate",
+        "gpt2kit.generate",
+        "GenerateConfig",
+        "run_generate",
+        "Continue a prompt with a model (greedy or sampled).",
+    ),
+]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog="gpt2kit",
+        description="Turn your own text into a GPT-2 text generator: prepare data, fine-tune or "
+        "train from scratch, evaluate and generate.",
+        epilog="Run `gpt2kit COMMAND --help` for the options of a command.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"gpt2kit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for cmd in COMMANDS:
+        module = importlib.import_module(cmd.module)
+        config_cls = getattr(module, cmd.config)
+        doc = textwrap.dedent(getattr(module, cmd.function).__doc__ or "").strip()
+        p = sub.add_parser(cmd.name, help=cmd.summary, description=doc, formatter_class=_Formatter)
+        add_arguments(p, config_cls)
+        p.add_argument(
+            "--config",
+            dest="_config_file",
+            metavar="FILE.yaml",
+            default=None,
+            help="Read options from a YAML file whose keys are the flag names; flags given on the command line win.",
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `gpt2kit` console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    cmd = next(c for c in COMMANDS if c.name == args.command)
+    module = importlib.import_module(cmd.module)
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "_config_file")}
+    try:
+        config = build_config(getattr(module, cmd.config), values, args._config_file)
+        getattr(module, cmd.function)(config)
+    except UserError as e:
+        sys.stderr.write(f"gpt2kit {cmd.name}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"gpt2kit {cmd.name}: interrupted\n")
+        return 130
+    except BrokenPipeError:  # e.g. `gpt2kit generate ... | head`
+        return 0
+    return 0
+
+
+def entry() -> None:  # pragma: no cover - the console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

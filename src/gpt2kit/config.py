@@ -1,0 +1,214 @@
+"""Configuration dataclasses as the single source of CLI flags, YAML keys and saved configs.
+
+A command's options are one dataclass. Each field is declared with `option(default, help)`;
+`add_arguments` turns the fields into argparse flags (`max_new_tokens` -> `--max-new-tokens`),
+`build_config` merges defaults < YAML file < flags given on the command line, and `to_dict`
+gives the resolved values to save beside a run. Nothing is defaulted twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from gpt2kit.errors import UserError
+
+T = TypeVar("T")
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    positional: bool = False,
+    metavar: str | None = None,
+    short: str | None = None,
+    cli: bool = True,
+) -> Any:
+    """Declare a config field with its help text (shown by `--help`, and the YAML docs)."""
+    meta = {"help": help, "positional": positional, "metavar": metavar, "short": short, "cli": cli}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda d=default: list(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _converter(tp: Any) -> tuple[Any, list[Any] | None, bool]:
+    """Return (argparse type, choices, is_list) for a field type."""
+    tp, _ = _unwrap_optional(tp)
+    if typing.get_origin(tp) is list:
+        inner = typing.get_args(tp)[0]
+        conv, choices, _ = _converter(inner)
+        return conv, choices, True
+    if typing.get_origin(tp) is Literal:
+        values = list(typing.get_args(tp))
+        return type(values[0]), values, False
+    if tp is bool:
+        return _parse_bool, None, False
+    if tp in (int, float, str):
+        return tp, None, False
+    if tp is Path:
+        return str, None, False
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag (or positional) per field of dataclass `cls` to `parser`.
+
+    Defaults are not stored in the namespace (so `build_config` can tell which flags the user
+    gave); they are printed in each flag's help instead.
+    """
+    for f, tp in _fields(cls):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        conv, choices, is_list = _converter(tp)
+        base_tp, _ = _unwrap_optional(tp)
+        default = _default(f)
+        help_text = meta.get("help", "")
+        if default is not dataclasses.MISSING and not meta.get("positional"):
+            shown = (
+                "none" if default is None else (" ".join(map(str, default)) if is_list else default)
+            )
+            if default != [] and default != "":
+                help_text += f" (default: {shown})"
+        kwargs: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS}
+        if meta.get("metavar"):
+            kwargs["metavar"] = meta["metavar"]
+        if choices:
+            kwargs["choices"] = choices
+        if meta.get("positional"):
+            kwargs["nargs"] = (
+                "*" if is_list else ("?" if default is not dataclasses.MISSING else None)
+            )
+            if kwargs["nargs"] is None:
+                del kwargs["nargs"]
+            parser.add_argument(f.name, type=conv, **kwargs)
+            continue
+        names = [f"--{f.name.replace('_', '-')}"]
+        if meta.get("short"):
+            names.insert(0, meta["short"])
+        if base_tp is bool:
+            kwargs["nargs"] = "?"
+            kwargs["const"] = True
+            kwargs.setdefault("metavar", "BOOL")
+            parser.add_argument(*names, type=conv, **kwargs)
+        elif is_list:
+            # A repeatable flag: `--stop a --stop b` or `--stop a b`.
+            parser.add_argument(*names, type=conv, nargs="+", action="extend", **kwargs)
+        else:
+            parser.add_argument(*names, type=conv, **kwargs)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict whose keys use underscores."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Config file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"Config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"Config file {path} must be a mapping of option: value.")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    """Check a YAML value against the field type, converting what is unambiguous."""
+    base, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"Config key {name!r} cannot be empty.")
+    conv, choices, is_list = _converter(tp)
+    if is_list:
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(name, v, typing.get_args(base)[0]) for v in items]
+    try:
+        out = conv(value) if not (conv is _parse_bool and isinstance(value, bool)) else value
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        raise UserError(
+            f"Config key {name!r}: {value!r} is not a valid {getattr(base, '__name__', base)}."
+        ) from None
+    if choices and out not in choices:
+        raise UserError(
+            f"Config key {name!r}: {value!r} is not one of {', '.join(map(str, choices))}."
+        )
+    return out
+
+
+def build_config(
+    cls: type[T], args: argparse.Namespace | dict, yaml_path: str | Path | None = None
+) -> T:
+    """Make a `cls` from its defaults, then a YAML file, then the flags given (highest)."""
+    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    hints = dict((f.name, tp) for f, tp in _fields(cls))
+    values: dict[str, Any] = {}
+    if yaml_path:
+        file_values = load_yaml(yaml_path)
+        unknown = sorted(set(file_values) - set(hints))
+        if unknown:
+            raise UserError(
+                f"Config file {yaml_path} has unknown keys: {', '.join(unknown)}. "
+                f"Known keys: {', '.join(sorted(hints))}."
+            )
+        values.update({k: _coerce(k, v, hints[k]) for k, v in file_values.items()})
+    values.update({k: v for k, v in given.items() if k in hints})
+    missing = [
+        f.name
+        for f, _ in _fields(cls)
+        if _default(f) is dataclasses.MISSING and f.name not in values
+    ]
+    if missing:
+        raise UserError(f"Missing required option(s): {', '.join(missing)}.")
+    return cls(**values)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain YAML-able values (paths become strings)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        out[f.name] = (
+            [str(x) if isinstance(x, Path) else x for x in v]
+            if isinstance(v, list)
+            else (str(v) if isinstance(v, Path) else v)
+        )
+    return out

@@ -1,0 +1,181 @@
+"""Tokenizers: GPT-2's byte-level BPE (bundled), any `tokenizer.json`, or a BPE trained on your text.
+
+Everything goes through the `tokenizers` library. `<|endoftext|>` is the end-of-text token: it
+separates documents in training data and stops generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from importlib import resources
+from pathlib import Path
+
+from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from gpt2kit.errors import UserError
+
+EOS_TOKEN = "<|endoftext|>"
+GPT2_FINGERPRINT_NAME = "gpt2"
+
+
+def _asset(*parts: str) -> Path:
+    return Path(str(resources.files("gpt2kit").joinpath("assets", *parts)))
+
+
+class Tokenizer:
+    """A text tokenizer with a known end-of-text id, wrapping a `tokenizers.Tokenizer`.
+
+    `name` says where it came from (`gpt2`, a path, `bpe:4096`); `fingerprint` is a hash of its
+    full serialization, so two tokenizers with the same fingerprint give the same ids.
+    """
+
+    def __init__(self, backend: _HFTokenizer, name: str) -> None:
+        eos = backend.token_to_id(EOS_TOKEN)
+        if eos is None:
+            raise UserError(
+                f"The tokenizer {name!r} has no {EOS_TOKEN} token; gpt2kit needs it to separate "
+                "documents and to stop generation. Add it as a special token, or use "
+                "--tokenizer gpt2 or bpe:VOCAB_SIZE."
+            )
+        self.backend = backend
+        self.name = name
+        self.eos_id: int = eos
+        self._fingerprint: str | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids the tokenizer can produce (the model's vocab must be at least this)."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the tokenizer's canonical JSON serialization."""
+        if self._fingerprint is None:
+            self._fingerprint = hashlib.sha256(self.backend.to_str().encode()).hexdigest()
+        return self._fingerprint
+
+    @property
+    def is_gpt2(self) -> bool:
+        """Whether this is exactly GPT-2's own tokenizer (same ids as the bundled one)."""
+        return self.fingerprint == gpt2_tokenizer().fingerprint
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` (no end-of-text token appended)."""
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, encoded in parallel by the Rust backend."""
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """The text of `ids`."""
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def save(self, folder: str | Path, model_max_length: int = 1024) -> None:
+        """Write the tokenizer as Hugging Face expects it in a model folder.
+
+        `tokenizer.json` and `tokenizer_config.json` always; `vocab.json` and `merges.txt`
+        too when the model is a BPE (as for GPT-2), so slow tokenizers load it as well.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backend.save(str(folder / "tokenizer.json"))
+        is_bpe = isinstance(self.backend.model, models.BPE)
+        config = {
+            "tokenizer_class": "GPT2Tokenizer" if is_bpe else "PreTrainedTokenizerFast",
+            "model_max_length": model_max_length,
+            "bos_token": EOS_TOKEN,
+            "eos_token": EOS_TOKEN,
+            "unk_token": EOS_TOKEN,
+            "add_prefix_space": False,
+            "add_bos_token": False,
+            "clean_up_tokenization_spaces": False,
+        }
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        special = {"bos_token": EOS_TOKEN, "eos_token": EOS_TOKEN, "unk_token": EOS_TOKEN}
+        (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+        if is_bpe:
+            self.backend.model.save(str(folder))  # vocab.json + merges.txt
+
+
+def _byte_level(backend: _HFTokenizer) -> _HFTokenizer:
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+_GPT2: Tokenizer | None = None
+
+
+def gpt2_tokenizer() -> Tokenizer:
+    """GPT-2's own byte-level BPE (50,257 ids), built from the files bundled in the package."""
+    global _GPT2
+    if _GPT2 is None:
+        folder = _asset("gpt2-tokenizer")
+        backend = _HFTokenizer(
+            models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
+        )
+        _byte_level(backend)
+        backend.add_special_tokens([EOS_TOKEN])
+        _GPT2 = Tokenizer(backend, GPT2_FINGERPRINT_NAME)
+    return _GPT2
+
+
+def train_bpe(texts: Iterator[str] | Iterable[str], vocab_size: int) -> Tokenizer:
+    """Train a byte-level BPE with `vocab_size` ids (`<|endoftext|>` included) on `texts`."""
+    if vocab_size < 257:
+        raise UserError(
+            f"A byte-level BPE needs at least 257 ids (256 bytes + {EOS_TOKEN}); "
+            f"got bpe:{vocab_size}. Try bpe:4096."
+        )
+    backend = _byte_level(_HFTokenizer(models.BPE()))
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return Tokenizer(backend, f"bpe:{vocab_size}")
+
+
+def load_tokenizer(spec: str | Path) -> Tokenizer:
+    """Load a tokenizer: `gpt2`, a `tokenizer.json` file, or a folder that contains one.
+
+    A folder with only `vocab.json` + `merges.txt` (an older GPT-2 checkpoint) also works.
+    `bpe:N` is not loadable here: it needs text, see `train_bpe`.
+    """
+    spec_str = str(spec)
+    if spec_str == GPT2_FINGERPRINT_NAME:
+        return gpt2_tokenizer()
+    if spec_str.startswith("bpe:"):
+        raise UserError(f"{spec_str} trains a new tokenizer; it can only be used by prepare/train.")
+    path = Path(spec_str).expanduser()
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            path = path / "tokenizer.json"
+        elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            backend = _HFTokenizer(
+                models.BPE.from_file(str(path / "vocab.json"), str(path / "merges.txt"))
+            )
+            _byte_level(backend)
+            backend.add_special_tokens([EOS_TOKEN])
+            return Tokenizer(backend, str(path))
+        else:
+            raise UserError(
+                f"The folder {path} has no tokenizer.json (nor vocab.json + merges.txt). "
+                "Pass --tokenizer gpt2, a tokenizer.json file, or a model folder that has one."
+            )
+    if not path.is_file():
+        raise UserError(
+            f"Tokenizer {spec_str!r} not found: expected 'gpt2', 'bpe:VOCAB_SIZE', a "
+            "tokenizer.json file or a folder containing one."
+        )
+    try:
+        backend = _HFTokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises bare Exceptions on bad files
+        raise UserError(f"Could not read the tokenizer file {path}: {e}") from None
+    return Tokenizer(backend, str(path))
