@@ -221,6 +221,9 @@ class KVCache:
 
     `length` counts the positions already written; the model writes the new positions of each
     forward pass in place and advances `length` once at the end, so no tensor grows per token.
+    Setting `index` (a device tensor of T positions) switches to static mode: the new keys and
+    values are written at those slots and attention spans all `max_len` slots, so every step
+    has the same shapes (as CUDA graphs need) and the caller's 4-D mask hides the empty slots.
     """
 
     def __init__(
@@ -236,11 +239,16 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.length = 0
+        self.index: torch.Tensor | None = None
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this step's `k`, `v` (B, nh, T, hs) and return all keys/values so far."""
+        if self.index is not None:  # static mode: same shapes every step, (B, nh, max_len, hs)
+            self.k[layer].index_copy_(2, self.index, k)
+            self.v[layer].index_copy_(2, self.index, v)
+            return self.k[layer], self.v[layer]
         start, end = self.length, self.length + k.size(2)
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
@@ -374,7 +382,8 @@ class GPT2(nn.Module):
         Returns the logits (B, T, vocab), or (B, 1, vocab) with `last_only`; with `targets`
         (B, T; -1 = ignore), returns the cross-entropy loss instead (`reduction` as in PyTorch).
         `attention_mask` (B, S) marks real (1) and padding (0) positions of the whole sequence
-        so far, cache included; `position_ids` default to the positions after the cache.
+        so far, cache included; a 4-D boolean `attention_mask` (B, 1, T, S) is used as is
+        (True = may attend). `position_ids` default to the positions after the cache.
         """
         T = idx.size(1)
         past = cache.length if cache is not None else 0
@@ -384,7 +393,10 @@ class GPT2(nn.Module):
                     f"sequence of {past + T} tokens exceeds the context of {self.config.n_positions}"
                 )
             position_ids = torch.arange(past, past + T, device=idx.device).unsqueeze(0)  # (1, T)
-        mask, is_causal = self._attention_mask(T, past, attention_mask, idx.device)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            mask, is_causal = attention_mask, False  # prebuilt by the caller (static decoding)
+        else:
+            mask, is_causal = self._attention_mask(T, past, attention_mask, idx.device)
 
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)

@@ -1,0 +1,394 @@
+"""Generation controls against Hugging Face, stop strings, streaming, sliding window, the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from conftest import make_hf_model, run_cli
+from gpt2kit import GPT2, Generator, GPT2Config
+from gpt2kit.errors import UserError
+from gpt2kit.generate import (
+    GenerationParams,
+    apply_repetition_penalty,
+    ngram_bans,
+    sample_token,
+    warp_logits,
+)
+from gpt2kit.tokenizer import Tokenizer, gpt2_tokenizer
+
+transformers = pytest.importorskip("transformers")
+lp = pytest.importorskip("transformers.generation.logits_process")
+
+PROMPT = "Hello there, my friend"
+
+
+@pytest.fixture(scope="module")
+def peaky(tmp_path_factory):
+    """A tiny HF model with large random weights, so its next-token distributions are peaked
+    (a control then visibly changes what is sampled), and our Generator over the same folder."""
+    folder = tmp_path_factory.mktemp("peaky") / "m"
+    hf = make_hf_model(folder, initializer_range=0.5)
+    return hf, Generator.from_pretrained(folder, device="cpu"), folder
+
+
+# --------------------------------------------------------------------------- logits controls
+
+
+def test_warpers_equal_hf_warpers_exactly():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 300, generator=g) * 3
+    logits[0, :10] = 2.0  # ties at the top-k boundary
+    cases = [
+        dict(temperature=0.7),
+        dict(top_k=7),
+        dict(top_p=0.6),
+        dict(min_p=0.15),
+        dict(temperature=1.3, top_k=50, top_p=0.9, min_p=0.02),
+    ]
+    for c in cases:
+        hf = lp.LogitsProcessorList()
+        if "temperature" in c:
+            hf.append(lp.TemperatureLogitsWarper(c["temperature"]))
+        if "top_k" in c:
+            hf.append(lp.TopKLogitsWarper(c["top_k"]))
+        if "top_p" in c:
+            hf.append(lp.TopPLogitsWarper(c["top_p"]))
+        if "min_p" in c:
+            hf.append(lp.MinPLogitsWarper(c["min_p"]))
+        ours = warp_logits(logits, **c)
+        assert torch.equal(ours, hf(None, logits.clone())), c
+        assert not torch.equal(ours, logits), c  # the control changed something
+
+
+def test_repetition_penalty_equals_hf():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 50, generator=g)
+    ids = torch.randint(0, 50, (3, 12), generator=g)
+    seen = torch.zeros(3, 50, dtype=torch.bool).scatter_(1, ids, True)
+    ref = lp.RepetitionPenaltyLogitsProcessor(1.7)(ids, logits.clone())
+    ours = apply_repetition_penalty(logits, seen, 1.7)
+    assert torch.equal(ours, ref) and not torch.equal(ours, logits)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_ngram_bans_equal_hf(n):
+    g = torch.Generator().manual_seed(n)
+    ids = torch.randint(0, 6, (4, 30), generator=g)  # a small vocabulary repeats n-grams
+    scores = torch.zeros(4, 6)
+    ref = lp.NoRepeatNGramLogitsProcessor(n)(ids, scores.clone()) == float("-inf")
+    ours = ngram_bans(ids, 30, n, torch.zeros(4, dtype=torch.long), 6)
+    assert torch.equal(ours, ref) and ours.any()
+
+
+def test_ngram_bans_ignore_padding():
+    ids = torch.tensor([[5, 1, 2, 1]])  # "5" is padding: (5, 1) must not ban 1 after the last 1
+    assert ngram_bans(ids, 4, 2, torch.tensor([0]), 6)[0, 2]  # (1, 2) occurred: 2 is banned
+    assert ngram_bans(ids, 4, 2, torch.tensor([1]), 6)[0].tolist() == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
+    ids = torch.tensor([[1, 1, 2, 1]])
+    assert ngram_bans(ids, 4, 2, torch.tensor([0]), 6)[0, 1]  # (1, 1) occurred: 1 is banned
+    assert not ngram_bans(ids, 4, 2, torch.tensor([1]), 6)[0, 1]  # ... but only with padding
+
+
+def test_sample_token_draws_like_torch_multinomial():
+    probs = torch.softmax(torch.randn(5, 1000) * 2, dim=-1)
+    a = sample_token(probs, torch.Generator().manual_seed(3))
+    b = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(3)).squeeze(1)
+    assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- end to end vs HF
+
+# name: (sampled?, the control, the same call without the control under test)
+CONTROLS = {
+    "top-k": (True, dict(top_k=5), {}),
+    "top-p": (True, dict(top_p=0.8), {}),
+    "min-p": (True, dict(min_p=0.2), {}),
+    "repetition-penalty": (True, dict(repetition_penalty=1.8), {}),
+    "repetition-penalty-greedy": (False, dict(repetition_penalty=1.8), {}),
+    "no-repeat-ngram-greedy": (False, dict(no_repeat_ngram_size=2), {}),
+    "no-repeat-ngram-sampled": (True, dict(no_repeat_ngram_size=2, min_p=0.2), dict(min_p=0.2)),
+    "all-together": (True, dict(temperature=0.6, top_k=20, top_p=0.9, min_p=0.05), {}),
+}
+
+
+@pytest.mark.parametrize("sample, control, without", CONTROLS.values(), ids=CONTROLS.keys())
+def test_each_control_matches_hf_generate_and_changes_the_output(peaky, sample, control, without):
+    """Same seed, same weights: our tokens equal HF's generate with the same control; and
+    without the control they differ, so the test fails if the control were ignored."""
+    hf, gen, _ = peaky
+    prompt = gen.tokenizer.encode(PROMPT)
+    hf_kw = {"top_k": 0, **control}  # HF's default top_k is 50; ours is off
+    torch.manual_seed(7)
+    with torch.no_grad():
+        ref = hf.generate(
+            torch.tensor([prompt]),
+            do_sample=sample,
+            max_new_tokens=24,
+            eos_token_id=None,
+            pad_token_id=0,
+            **hf_kw,
+        )[0, len(prompt) :].tolist()
+
+    def ours(kw: dict) -> list[int]:
+        kw = {"temperature": 1.0 if sample else 0.0, **kw}
+        ((ids, _),) = gen.generate_ids([prompt], 24, seed=7, stop_at_eos=False, **kw)
+        return ids
+
+    assert ours(control) == ref
+    assert ours(control) != ours(without)
+
+
+def test_batched_sampling_of_different_lengths_matches_hf(peaky):
+    hf, gen, folder = peaky
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    tok.pad_token, tok.padding_side = tok.eos_token, "left"
+    prompts = ["Hi", "A much longer prompt than the first one", "Three words here"]
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        ref = hf.generate(
+            **enc,
+            do_sample=True,
+            top_p=0.85,
+            top_k=0,
+            max_new_tokens=10,
+            eos_token_id=None,
+            pad_token_id=tok.eos_token_id,
+        )[:, enc.input_ids.shape[1] :].tolist()
+    ours = gen.generate_ids(
+        [gen.tokenizer.encode(p) for p in prompts], 10, 1.0, seed=11, stop_at_eos=False, top_p=0.85
+    )
+    assert [ids for ids, _ in ours] == ref
+
+
+def test_static_cache_path_gives_the_eager_tokens(peaky):
+    """The static-shape step (what CUDA graphs capture) computes what the eager step does."""
+    _, gen, _ = peaky
+    static = Generator(gen.model, gen.tokenizer, static_cache=True)
+    prompts = [gen.tokenizer.encode(p) for p in ("Hi", "A much longer prompt", "Three words")]
+    for kw in (dict(temperature=0), dict(temperature=1.0, top_k=10, seed=5)):
+        a = gen.generate_ids(prompts, 20, stop_at_eos=False, **kw)
+        b = static.generate_ids(prompts, 20, stop_at_eos=False, **kw)
+        assert a == b
+
+
+# --------------------------------------------------------------------------- sampling API
+
+
+def test_same_seed_same_text_and_samples_differ(peaky):
+    _, gen, _ = peaky
+    a = gen.generate(PROMPT, max_new_tokens=15, seed=3, num_samples=4, ignore_eos=True)
+    b = gen.generate(PROMPT, max_new_tokens=15, seed=3, num_samples=4, ignore_eos=True)
+    c = gen.generate(PROMPT, max_new_tokens=15, seed=4, num_samples=4, ignore_eos=True)
+    assert [x.text for x in a] == [x.text for x in b]
+    assert [x.text for x in a] != [x.text for x in c]
+    assert len({x.text for x in a}) == 4  # four different samples from one batch
+    assert [x.sample_index for x in a] == [0, 1, 2, 3] and {x.seed for x in a} == {3}
+
+
+def test_batch_size_splits_prompts_but_keeps_each_row_correct(peaky):
+    _, gen, _ = peaky
+    prompts = ["Hi", "A much longer prompt than the first one", "Three words here"]
+    one = gen.generate(prompts, max_new_tokens=8, temperature=0, num_samples=2)
+    split = gen.generate(prompts, max_new_tokens=8, temperature=0, num_samples=2, batch_size=2)
+    assert [c.text for c in one] == [c.text for c in split]
+    assert [(c.prompt_index, c.sample_index) for c in one] == [
+        (p, s) for p in range(3) for s in range(2)
+    ]
+
+
+def _spanning_stop(gen: Generator, ids: list[int]) -> tuple[str, int]:
+    """A stop string made of the end of token i and the start of token i+1 (i >= 2)."""
+    pieces = [gen.tokenizer.decode([t]) for t in ids]
+    for i in range(2, len(ids) - 1):
+        a, b = pieces[i], pieces[i + 1]
+        if len(a) >= 2 and len(b) >= 2 and "\ufffd" not in a + b:
+            stop = a[-2:] + b[:2]
+            text = gen.tokenizer.decode(ids)
+            if text.find(stop) == len("".join(pieces[:i])) + len(a) - 2:
+                return stop, i + 2  # the stop is complete after token i+1
+    raise AssertionError("no suitable token pair")
+
+
+def test_stop_string_spanning_tokens_cuts_the_text(peaky):
+    _, gen, _ = peaky
+    (full,) = gen.generate(PROMPT, max_new_tokens=30, temperature=0, ignore_eos=True)
+    stop, n_tokens = _spanning_stop(gen, full.token_ids)
+    (c,) = gen.generate(PROMPT, max_new_tokens=30, temperature=0, stop=["NEVER", stop])
+    assert c.finish_reason == "stop"
+    assert c.text == full.text[: full.text.index(stop)]
+    assert c.token_ids == full.token_ids[:n_tokens]
+    # The earliest of several stop strings wins; the stream shows exactly the cut text.
+    first = full.text[1:3]
+    (d,) = gen.generate(PROMPT, max_new_tokens=30, temperature=0, stop=[stop, first])
+    assert d.text == full.text[: full.text.index(first)]
+    streamed = "".join(gen.stream(PROMPT, max_new_tokens=30, temperature=0, stop=[stop]))
+    assert streamed == c.text
+
+
+def test_stream_yields_the_same_text_as_generate(peaky):
+    _, gen, _ = peaky
+    pieces = list(gen.stream(PROMPT, max_new_tokens=25, seed=9, top_k=40, ignore_eos=True))
+    (c,) = gen.generate(PROMPT, max_new_tokens=25, seed=9, top_k=40, ignore_eos=True)
+    assert len(pieces) > 5 and "".join(pieces) == c.text
+    seen = []
+    gen.generate(["a", "b"], max_new_tokens=5, temperature=0, on_text=lambda i, t: seen.append(i))
+    assert set(seen) == {0, 1}
+
+
+def test_eos_stops_by_default_and_ignore_eos_goes_on(peaky):
+    _, gen, _ = peaky
+    prompt = gen.tokenizer.encode(PROMPT)
+    ((full, _),) = gen.generate_ids([prompt], 20, temperature=0, stop_at_eos=False)
+    # Pretend the 6th greedy token is the end-of-text token.
+    tokenizer = Tokenizer(gpt2_tokenizer().backend, "gpt2")
+    tokenizer.eos_id = full[5]
+    g = Generator(gen.model, tokenizer)
+    ((ids, reason),) = g.generate_ids([prompt], 20, temperature=0)
+    assert reason == "eos" and ids == full[: full.index(full[5])]
+    ((ids, reason),) = g.generate_ids([prompt], 20, temperature=0, stop_at_eos=False)
+    assert reason == "length" and ids == full
+
+
+def test_generation_past_the_context_window_slides(tmp_path):
+    torch.manual_seed(0)
+    model = GPT2(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=32)).eval()
+    gen = Generator(model, gpt2_tokenizer())
+    for prompt_len in (10, 40):  # a prompt shorter, and one longer, than the window
+        prompt = torch.randint(0, 50257, (prompt_len,)).tolist()
+        ((ours, reason),) = gen.generate_ids([prompt], 60, temperature=0, stop_at_eos=False)
+        # Reference: recompute the whole window every step with the documented rule.
+        seq, start = list(prompt), max(0, prompt_len - 32)
+        with torch.no_grad():
+            for _ in range(60):
+                if len(seq) - start > 32:
+                    start = len(seq) - 16
+                logits = model(torch.tensor([seq[start:]]))[0, -1]
+                seq.append(int(logits.argmax()))
+        assert reason == "length" and ours == seq[prompt_len:]
+
+
+def test_bad_controls_are_refused_with_their_flags():
+    with pytest.raises(UserError) as e:
+        GenerationParams(top_p=0, top_k=-1, min_p=2, repetition_penalty=0, stop=("",))
+    for flag in ("--top-p", "--top-k", "--min-p", "--repetition-penalty", "--stop"):
+        assert flag in str(e.value)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_cli_prompts_file_writes_complete_jsonl_records(tmp_path, peaky):
+    _, gen, folder = peaky
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "One\ntwo"}) + "\n\n" + json.dumps("Three") + "\n")
+    out = tmp_path / "out.jsonl"
+    args = ["--prompts-file", str(prompts), "--output", str(out), "--num-samples", "2"]
+    controls = ["--top-k", "30", "--top-p", "0.95", "--min-p", "0.01", "--seed", "5"]
+    controls += ["--repetition-penalty", "1.1", "--no-repeat-ngram-size", "3"]
+    controls += ["--max-new-tokens", "12", "--stop", "zzz", "--stop", "\\n", "--temperature", "0.9"]
+    result = run_cli("generate", str(folder), *args, *controls)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 4
+    expected = gen.generate(
+        ["One\ntwo", "Three"],
+        seed=5,
+        num_samples=2,
+        batch_size=16,
+        max_new_tokens=12,
+        temperature=0.9,
+        top_k=30,
+        top_p=0.95,
+        min_p=0.01,
+        repetition_penalty=1.1,
+        no_repeat_ngram_size=3,
+        stop=["zzz", "\n"],
+    )
+    sha = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    for r, c in zip(records, expected, strict=True):
+        assert (r["prompt"], r["text"], r["finish_reason"]) == (c.prompt, c.text, c.finish_reason)
+        assert r["num_tokens"] == len(c.token_ids) and r["seed"] == 5
+        assert "\n" not in r["text"] and r["finish_reason"] in ("stop", "eos", "length")
+        assert r["parameters"] == dict(
+            max_new_tokens=12,
+            temperature=0.9,
+            top_k=30,
+            top_p=0.95,
+            min_p=0.01,
+            repetition_penalty=1.1,
+            no_repeat_ngram_size=3,
+            stop=["zzz", "\n"],
+            ignore_eos=False,
+            num_samples=2,
+            batch_size=16,
+        )
+        assert r["model"]["weights_sha256"] == sha
+        assert r["model"]["path"] == str(folder.resolve())
+    assert [(r["prompt_index"], r["sample_index"]) for r in records] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
+
+
+def test_cli_stdin_prompt_stream_and_plain_prompts_file(tmp_path, hf_model_dir):
+    common = ["--temperature", "0", "--max-new-tokens", "8"]
+    plain = run_cli("generate", str(hf_model_dir), "Hello world", *common)
+    piped = run_cli("generate", str(hf_model_dir), "-", *common, "--stream", input="Hello world\n")
+    assert plain.returncode == piped.returncode == 0, plain.stderr + piped.stderr
+    assert plain.stdout == piped.stdout and plain.stdout.startswith("Hello world")
+    lines = tmp_path / "prompts.txt"
+    lines.write_text("Hello world\nSecond prompt\n")
+    many = run_cli("generate", str(hf_model_dir), "--prompts-file", str(lines), *common)
+    assert many.returncode == 0, many.stderr
+    assert many.stdout.count("--- prompt") == 2 and plain.stdout in many.stdout
+
+
+def test_cli_refuses_conflicting_options(tmp_path, hf_model_dir):
+    (tmp_path / "p.txt").write_text("x\n")
+    r = run_cli(
+        "generate",
+        str(hf_model_dir),
+        "hi",
+        "--prompts-file",
+        str(tmp_path / "p.txt"),
+        "--stream",
+        "--num-samples",
+        "2",
+        "--top-p",
+        "0",
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    for text in ("not both", "--stream", "--top-p"):
+        assert text in r.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_decode_matches_eager_on_gpu(peaky):
+    _, cpu_gen, _ = peaky
+    model = cpu_gen.model.to("cuda")
+    try:
+        prompts = [cpu_gen.tokenizer.encode(p) for p in ("Hi", "A longer prompt here")]
+        graph = Generator(model, cpu_gen.tokenizer, cuda_graph=True)
+        eager = Generator(model, cpu_gen.tokenizer, cuda_graph=False, static_cache=False)
+        assert graph.cuda_graph
+        a = graph.generate_ids(prompts, 40, temperature=0, stop_at_eos=False)
+        b = eager.generate_ids(prompts, 40, temperature=0, stop_at_eos=False)
+        assert a == b
+        assert graph.generate_ids(prompts, 40, temperature=0, stop_at_eos=False) == a  # replay
+    finally:
+        cpu_gen.model.to("cpu")
