@@ -1,0 +1,948 @@
+"""Training: fine-tune a GPT-2 or train one from scratch, with exact crash-safe resume.
+
+`train(TrainConfig(...))` is the whole job and `gpt2kit train` a thin layer over it. The loop
+reads like the algorithm: the learning rate is a pure function of the step, a step is
+`grad_accum` micro-batches, then clip, a finiteness check, step and `zero_grad`. The order of
+the training blocks is a pure function of (seed, epoch), so a checkpoint only needs the step
+and the data cursor to continue on exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from gpt2kit import checkpoint as ckpt_io
+from gpt2kit.config import option, to_dict
+from gpt2kit.errors import UserError, raise_if_problems
+from gpt2kit.fsutil import atomic_directory, write_text_atomic
+from gpt2kit.hf import load_model, resolve_model, save_model
+from gpt2kit.model import GPT2, PRESETS, preset_config
+from gpt2kit.runtime import (
+    device_problem,
+    precision_name,
+    precision_problem,
+    resolve_device,
+    resolve_precision,
+)
+from gpt2kit.tokenizer import Tokenizer
+
+SAMPLE_CORPUS = Path(__file__).parent / "assets" / "tinyshakespeare.txt"
+
+
+@dataclass
+class TrainConfig:
+    """Options of `gpt2kit train` (also the keys of its YAML config and of `config.yaml`)."""
+
+    sources: list[str] = option(
+        [],
+        help="Text sources (files, folders, globs, .csv/.jsonl/...) or one prepared DATA_DIR. None: the bundled sample corpus (tiny Shakespeare).",
+        positional=True,
+        metavar="SOURCE",
+    )
+    out: str = option(
+        "runs/gpt2kit",
+        help="The run folder: checkpoints, final/ and best/ models, metrics, config.yaml.",
+    )
+    init: str = option(
+        "gpt2",
+        help="Start point: a hub id (gpt2, distilgpt2, ...), a model folder, a run folder, or 'scratch' for random weights.",
+    )
+    preset: str = option("tiny", help=f"Model size with --init scratch: {', '.join(PRESETS)}.")
+    n_layer: int | None = option(
+        None, help="With --init scratch: number of layers (overrides the preset)."
+    )
+    n_head: int | None = option(
+        None, help="With --init scratch: attention heads per layer (overrides the preset)."
+    )
+    n_embd: int | None = option(
+        None, help="With --init scratch: embedding width (overrides the preset)."
+    )
+    n_positions: int | None = option(
+        None, help="With --init scratch: context length (overrides the preset)."
+    )
+    dropout: float | None = option(
+        None,
+        help="Dropout for embeddings, attention and residuals (default: the model's own; 0.1 for GPT-2).",
+    )
+    tokenizer: str = option(
+        "gpt2",
+        help="With --init scratch: 'gpt2', a tokenizer.json or model folder, or bpe:VOCAB_SIZE to train one on the sources. Fine-tuning always uses the model's tokenizer.",
+    )
+    val: list[str] = option(
+        [], help="Explicit validation sources (default: a fraction of the training documents)."
+    )
+    val_fraction: float = option(
+        0.05, help="Fraction of documents held out for validation when --val is not given."
+    )
+    text_column: str = option("text", help="Column holding the text in .csv/.tsv/.parquet sources.")
+    text_field: str = option("text", help="Field holding the text in .json/.jsonl sources.")
+    block_size: int | None = option(
+        None, help="Tokens per training example (default: the model's context, capped by the data)."
+    )
+    batch_size: int = option(8, help="Examples per micro-batch.")
+    grad_accum: int = option(1, help="Micro-batches per optimizer step (gradient accumulation).")
+    tokens_per_step: int | None = option(
+        None, help="Target tokens per optimizer step; sets --grad-accum to reach it."
+    )
+    lr: float | None = option(
+        None, help="Peak learning rate (default: 1e-3 from scratch, 5e-5 for fine-tuning)."
+    )
+    min_lr_ratio: float = option(0.1, help="Cosine decay floor, as a fraction of --lr.")
+    warmup_steps: int | None = option(
+        None, help="Linear warmup steps (default: 5%% of the steps, at most 200)."
+    )
+    weight_decay: float = option(
+        0.1, help="AdamW weight decay, applied to matrices and embeddings only."
+    )
+    beta1: float = option(0.9, help="AdamW beta1.")
+    beta2: float = option(0.95, help="AdamW beta2.")
+    grad_clip: float = option(1.0, help="Clip the gradient norm to this (0 = no clipping).")
+    max_steps: int | None = option(
+        None, help="Stop after this many optimizer steps (default: --epochs worth)."
+    )
+    epochs: float | None = option(
+        None, help="Passes over the training data (default 1 when --max-steps is not given)."
+    )
+    max_time: float | None = option(
+        None, help="Stop cleanly (with a checkpoint) after this many minutes."
+    )
+    eval_every: int = option(
+        200, help="Evaluate on the validation split every N steps (and at the end)."
+    )
+    eval_tokens: int | None = option(
+        None, help="Evaluate on at most this many validation tokens (default: all)."
+    )
+    patience: int | None = option(
+        None, help="Early stopping: stop after N evaluations without a better validation loss."
+    )
+    samples: int = option(2, help="Samples generated at each evaluation (0 = none).")
+    sample_tokens: int = option(48, help="Length of each evaluation sample, in tokens.")
+    save_every: int = option(
+        500,
+        help="Write a checkpoint every N steps (also at the end, on a new best, and on SIGINT/SIGTERM).",
+    )
+    keep_last: int = option(2, help="Keep the newest K checkpoints (the best one is always kept).")
+    log_every: int = option(10, help="Write a line to metrics.jsonl every N steps.")
+    seed: int = option(1337, help="Random seed: initialisation, data order, dropout.")
+    device: str = option("auto", help="Where to train: auto, cpu, cuda, cuda:N, mps.")
+    precision: str = option(
+        "auto",
+        help="auto (bf16 on GPUs that have it, else fp16 with a grad scaler; fp32 on CPU), fp32, bf16, fp16.",
+    )
+    compile: str = option("auto", help="torch.compile the model: auto (on CUDA only), on, off.")
+    resume: str = option(
+        "auto",
+        help="auto: continue the latest complete checkpoint in --out; never: start fresh (refuses a non-empty --out unless --overwrite); or a checkpoint folder.",
+    )
+    overwrite: bool = option(
+        False, help="With --resume never: delete an existing non-empty --out first."
+    )
+    progress: bool = option(True, help="Show a progress bar (only when writing to a terminal).")
+
+    def __post_init__(self) -> None:
+        p = []
+        if self.init == "scratch" and self.preset not in PRESETS:
+            p.append(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for name in (
+            "batch_size",
+            "grad_accum",
+            "eval_every",
+            "save_every",
+            "log_every",
+            "sample_tokens",
+        ):
+            if getattr(self, name) < 1:
+                p.append(
+                    f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
+                )
+        for name in (
+            "block_size",
+            "max_steps",
+            "tokens_per_step",
+            "n_layer",
+            "n_head",
+            "n_embd",
+            "n_positions",
+            "eval_tokens",
+            "patience",
+        ):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                p.append(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+        for name in ("epochs", "max_time", "lr"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                p.append(f"--{name.replace('_', '-')} must be positive, got {v}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            p.append(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            p.append(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0 < self.val_fraction < 1:
+            p.append(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.samples < 0 or self.keep_last < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            p.append("--samples, --keep-last, --grad-clip and --weight-decay cannot be negative")
+        if self.compile not in ("auto", "on", "off"):
+            p.append(f"--compile must be auto, on or off, got {self.compile!r}")
+        if self.init != "scratch" and any(
+            getattr(self, n) is not None for n in ("n_layer", "n_head", "n_embd", "n_positions")
+        ):
+            p.append("--n-layer/--n-head/--n-embd/--n-positions only apply with --init scratch")
+        p += filter(None, [device_problem(self.device), precision_problem(self.precision)])
+        raise_if_problems(p, "Invalid options for train:")
+
+
+@dataclass
+class TrainSummary:
+    """What a finished (or stopped) training run produced and measured."""
+
+    run_dir: str
+    steps: int
+    tokens_seen: int
+    stopped: str  # "completed", "max_time", "early_stopping", "SIGINT", "SIGTERM", "non_finite"
+    final_model: str | None
+    best_model: str | None
+    best_val_loss: float | None
+    best_val_bpc: float | None
+    last_eval: dict | None
+    train_seconds: float
+    exit_code: int = 0
+    evals: list[dict] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# schedule and data order: pure functions of their arguments
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to `peak` over `warmup` steps, then cosine decay to `peak * min_ratio`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if step >= total:
+        return peak * min_ratio
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class BlockSampler:
+    """Training blocks in a shuffled order that is a pure function of (seed, epoch).
+
+    Each epoch starts the blocks at a random offset (so block edges move between epochs) and
+    visits every whole block once. The position is `(epoch, cursor)`; `next_batch` returns
+    `(x, y)` of shape (batch, block) and moves the position, crossing epochs as needed.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int) -> None:
+        self.tokens, self.block, self.batch, self.seed = tokens, block_size, batch_size, seed
+        self.epoch, self.cursor = 0, 0
+        self._order_epoch: int | None = None
+        self._starts = np.empty(0, dtype=np.int64)
+
+    def blocks_in_epoch(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        span = len(self.tokens) - 1  # the last token is only ever a target
+        offset = (
+            int(rng.integers(0, span - self.block + 1)) % self.block if span > self.block else 0
+        )
+        n = (span - offset) // self.block
+        return offset + rng.permutation(n).astype(np.int64) * self.block
+
+    def _order(self) -> np.ndarray:
+        if self._order_epoch != self.epoch:
+            self._starts, self._order_epoch = self.blocks_in_epoch(self.epoch), self.epoch
+        return self._starts
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = []
+        while len(starts) < self.batch:
+            order = self._order()
+            take = order[self.cursor : self.cursor + self.batch - len(starts)]
+            starts.extend(take.tolist())
+            self.cursor += len(take)
+            if self.cursor >= len(order):
+                self.epoch, self.cursor = self.epoch + 1, 0
+        rows = np.stack([self.tokens[s : s + self.block + 1] for s in starts]).astype(np.int64)
+        t = torch.from_numpy(rows)
+        return t[:, :-1], t[:, 1:]
+
+    @property
+    def epoch_progress(self) -> float:
+        return self.epoch + self.cursor / max(1, len(self._order()))
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def evaluate_tokens(
+    model: torch.nn.Module,
+    tokens: np.ndarray,
+    block_size: int,
+    batch_size: int,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+    max_tokens: int | None = None,
+) -> tuple[float, int]:
+    """Mean next-token loss (nats) over `tokens` in consecutive blocks; returns (loss, count)."""
+    n = len(tokens) - 1
+    if max_tokens is not None:
+        n = min(n, max_tokens)
+    full = list(range(0, n - block_size + 1, block_size))  # whole blocks
+    batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
+    tail = full[-1] + block_size if full else 0
+    if tail < n:
+        batches.append([tail])  # the last, shorter block
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    for group in batches:
+        width = min(block_size, n - group[0])
+        rows = np.stack([tokens[s : s + width + 1] for s in group]).astype(np.int64)
+        t = torch.from_numpy(rows).to(device)
+        with autocast or contextlib.nullcontext():
+            loss = model(t[:, :-1], t[:, 1:], reduction="sum")
+        total += loss.double()
+        count += t[:, 1:].numel()
+    return (total / max(1, count)).item(), count
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+class _Signals:
+    """Turn SIGINT/SIGTERM into a request to stop at the next step boundary.
+
+    A second SIGINT exits at once (status 130), for when the user really means it.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            sys.stderr.write("\nSecond interrupt: exiting now without a checkpoint.\n")
+            os._exit(130)
+        self.received = signum
+        sys.stderr.write(
+            f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
+            "(press Ctrl-C again to exit at once).\n"
+        )
+
+    def __enter__(self) -> _Signals:
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _is_prepared_dir(path: str) -> bool:
+    from gpt2kit.data import is_prepared_dir
+
+    return is_prepared_dir(path)
+
+
+def _load_data(config: TrainConfig, run_dir: Path, tokenizer_spec: str, block_size: int | None):
+    """Prepare (or reuse) the training data and return the `PreparedData`."""
+    from gpt2kit.data import PrepareConfig, load_prepared, prepare
+
+    sources = list(config.sources)
+    if len(sources) == 1 and _is_prepared_dir(sources[0]):
+        if config.val:
+            raise UserError(
+                "--val cannot be combined with a prepared DATA_DIR (its split is fixed)."
+            )
+        return load_prepared(sources[0])
+    if not sources:
+        print(
+            f"No SOURCE given: training on the bundled sample corpus (tiny Shakespeare, {SAMPLE_CORPUS.stat().st_size / 1e6:.1f} MB)."
+        )
+        sources = [str(SAMPLE_CORPUS)]
+    prep = PrepareConfig(
+        sources=sources,
+        out=str(run_dir / "data"),
+        tokenizer=tokenizer_spec,
+        val=list(config.val),
+        val_fraction=config.val_fraction,
+        text_column=config.text_column,
+        text_field=config.text_field,
+        seed=config.seed,
+        block_size=block_size,
+        batch_size=config.batch_size,
+    )
+    return prepare(prep, progress=config.progress)
+
+
+def _scratch_model(config: TrainConfig, tokenizer: Tokenizer) -> GPT2:
+    overrides: dict[str, Any] = {
+        k: getattr(config, k)
+        for k in ("n_layer", "n_head", "n_embd", "n_positions")
+        if getattr(config, k) is not None
+    }
+    overrides.update(
+        vocab_size=tokenizer.vocab_size,
+        bos_token_id=tokenizer.eos_id,
+        eos_token_id=tokenizer.eos_id,
+    )
+    if config.dropout is not None:
+        overrides.update(
+            resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout
+        )
+    return GPT2(preset_config(config.preset, **overrides))
+
+
+def _set_dropout(model: GPT2, p: float) -> None:
+    model.config.resid_pdrop = model.config.embd_pdrop = model.config.attn_pdrop = p
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+    for block in model.transformer.h:
+        block.attn.attn_dropout = p
+
+
+def _make_optimizer(
+    model: GPT2, config: TrainConfig, lr: float, device: torch.device
+) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=lr, betas=(config.beta1, config.beta2), **extra)
+
+
+def _prepare_run_dir(config: TrainConfig) -> tuple[Path, ckpt_io.Checkpoint | None]:
+    """Apply --resume/--overwrite to the run folder; return it and the checkpoint to resume."""
+    run_dir = Path(config.out).expanduser()
+    if config.resume not in ("auto", "never"):
+        path = Path(config.resume).expanduser()
+        m = ckpt_io._STEP_DIR.match(path.name)
+        if not (path / ckpt_io.MARKER).is_file() or not m:
+            raise UserError(
+                f"--resume {path}: not a complete checkpoint folder (step-NNNNNN with a {ckpt_io.MARKER} marker)."
+            )
+        return run_dir, ckpt_io.Checkpoint(path, int(m.group(1)))
+    non_empty = run_dir.is_dir() and any(run_dir.iterdir())
+    if config.resume == "never":
+        if non_empty:
+            if not config.overwrite:
+                raise UserError(
+                    f"{run_dir} is not empty and --resume never was given. Add --overwrite to delete it, or choose another --out."
+                )
+            shutil.rmtree(run_dir)
+        return run_dir, None
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file, not a folder.")
+    return run_dir, ckpt_io.latest_checkpoint(run_dir)
+
+
+def train(config: TrainConfig) -> TrainSummary:
+    """Run training as configured and return its summary.
+
+    Resumes from the latest complete checkpoint of `config.out` unless `resume="never"`.
+    The run folder receives `config.yaml`, `metrics.jsonl`, `checkpoints/`, `final/`, `best/`
+    and, when matplotlib is installed, `loss.png`.
+    """
+    t_start = time.time()
+    run_dir, resume_from = _prepare_run_dir(config)
+    device = resolve_device(config.device)
+    amp_dtype = resolve_precision(config.precision, device)
+    if device.type == "cpu" and amp_dtype == torch.float16:
+        raise UserError("--precision fp16 needs a GPU; on the CPU use fp32 or bf16.")
+
+    # ---- model and tokenizer
+    torch.manual_seed(config.seed)
+    optimizer_state = rng_scaler = state = None
+    if resume_from is not None:
+        model, tokenizer, optimizer_state, rng_scaler, state = ckpt_io.load_checkpoint(
+            resume_from, device
+        )
+        tokenizer_spec = str(resume_from.path)
+        print(f"Resuming from {resume_from.path} (step {resume_from.step}).")
+    elif config.init == "scratch":
+        from gpt2kit.tokenizer import load_tokenizer
+
+        tokenizer_spec = config.tokenizer
+        tokenizer = None if tokenizer_spec.startswith("bpe:") else load_tokenizer(tokenizer_spec)
+        model = None  # built once the tokenizer (maybe trained on the data) is known
+    else:
+        folder = resolve_model(config.init)
+        model, tokenizer, _ = load_model(folder, device=device)
+        tokenizer_spec = str(folder)
+    n_positions = (
+        model.config.n_positions
+        if model is not None
+        else (config.n_positions or PRESETS[config.preset].get("n_positions", 1024))
+    )
+    block_size = config.block_size or n_positions
+    if block_size > n_positions:
+        raise UserError(
+            f"--block-size {block_size} is longer than the model's context of {n_positions} tokens."
+        )
+
+    # ---- data
+    data = _load_data(config, run_dir, tokenizer_spec, block_size)
+    if model is None:
+        tokenizer = data.tokenizer
+        model = _scratch_model(config, tokenizer).to(device)
+    elif data.tokenizer.fingerprint != tokenizer.fingerprint:
+        raise UserError(
+            f"The data in {data.path} was tokenized with a different tokenizer than the model's. "
+            "Prepare it again with --tokenizer pointing at the model folder, or pass the text sources."
+        )
+    if resume_from is None and config.dropout is not None:
+        _set_dropout(model, config.dropout)
+    model.train()
+    train_tokens = data.train
+    if len(train_tokens) < 2:
+        raise UserError(
+            "The training split has fewer than 2 tokens: there is nothing to learn from. Add more text."
+        )
+    if len(train_tokens) - 1 < block_size:
+        print(
+            f"Note: the training data has only {len(train_tokens):,} tokens, fewer than --block-size {block_size}; using blocks of {len(train_tokens) - 1} tokens."
+        )
+        block_size = len(train_tokens) - 1
+    sampler = BlockSampler(train_tokens, block_size, config.batch_size, config.seed)
+    blocks_per_epoch = len(sampler.blocks_in_epoch(0))
+    batch_size = config.batch_size
+    if blocks_per_epoch < batch_size:
+        print(
+            f"Note: one epoch has only {blocks_per_epoch} blocks of {block_size} tokens, fewer than --batch-size {batch_size}; batches will repeat blocks across epochs."
+        )
+    grad_accum = config.grad_accum
+    if config.tokens_per_step:
+        grad_accum = max(1, round(config.tokens_per_step / (batch_size * block_size)))
+    tokens_per_step = batch_size * grad_accum * block_size
+    steps_per_epoch = max(1, blocks_per_epoch // (batch_size * grad_accum))
+    total_steps = config.max_steps or max(1, math.ceil((config.epochs or 1.0) * steps_per_epoch))
+    peak_lr = config.lr or (1e-3 if config.init == "scratch" else 5e-5)
+    warmup = (
+        config.warmup_steps
+        if config.warmup_steps is not None
+        else min(200, max(1, total_steps // 20))
+    )
+
+    # ---- optimizer, precision, compile
+    optimizer = _make_optimizer(model, config, peak_lr, device)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    autocast = _autocast(device, amp_dtype)
+    use_compile = config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
+    compile_note = (
+        "on"
+        if use_compile
+        else (
+            "off (--compile off)"
+            if config.compile == "off"
+            else f"off (auto: only on CUDA; this run is on {device.type})"
+        )
+    )
+    step_model = torch.compile(model) if use_compile else model
+
+    # ---- restore position
+    st: dict[str, Any] = {
+        "step": 0,
+        "epoch": 0,
+        "cursor": 0,
+        "tokens_seen": 0,
+        "best_val_loss": None,
+        "best_step": None,
+        "bad_evals": 0,
+        "train_seconds": 0.0,
+    }
+    if resume_from is not None:
+        st.update(state)
+        optimizer.load_state_dict(optimizer_state)
+        if scaler is not None and rng_scaler.get("scaler"):
+            scaler.load_state_dict(rng_scaler["scaler"])
+        sampler.epoch, sampler.cursor = st["epoch"], st["cursor"]
+        _truncate_metrics(run_dir / "metrics.jsonl", st["step"])
+        ckpt_io.restore_rng(rng_scaler["rng"])  # last, after everything that draws numbers
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = to_dict(config)
+    resolved.update(
+        resolved_block_size=block_size,
+        resolved_grad_accum=grad_accum,
+        resolved_lr=peak_lr,
+        resolved_warmup_steps=warmup,
+        resolved_total_steps=total_steps,
+        data_dir=str(data.path),
+    )
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+
+    n_params = model.num_parameters()
+    val_tokens = data.val
+    tokens_per_char_val = data.meta["val_tokens"] / max(1, data.meta["val_chars"])
+    print(
+        f"Model: {n_params / 1e6:.2f}M parameters, {model.config.n_layer} layers x {model.config.n_embd} wide, context {model.config.n_positions}, vocab {model.config.vocab_size}.\n"
+        f"Data: {len(train_tokens):,} training tokens, {len(val_tokens):,} validation tokens ({data.path}).\n"
+        f"Steps: {total_steps:,} (from {st['step']}), {tokens_per_step:,} tokens per step ({batch_size} x {grad_accum} x {block_size}), {steps_per_epoch:,} steps per epoch; lr {peak_lr:g}, warmup {warmup}.\n"
+        f"Device: {device.type}, precision {precision_name(amp_dtype)}, torch.compile {compile_note}."
+    )
+    if st["step"] >= total_steps:
+        print(f"Training already reached step {st['step']} of {total_steps}; nothing to do.")
+
+    metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+    tb = _tensorboard(run_dir)
+    evals: list[dict] = []
+    stopped = "completed"
+    exit_code = 0
+    nonfinite_in_a_row = 0
+    t_loop = time.time()
+    seconds_before = st["train_seconds"]
+    last_eval: dict | None = None
+
+    def log(record: dict) -> None:
+        metrics.write(json.dumps(record) + "\n")
+        metrics.flush()
+        if tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step",):
+                    tb.add_scalar(f"{record['type']}/{k}", v, record["step"])
+
+    def position() -> dict:
+        return {
+            **st,
+            "epoch": sampler.epoch,
+            "cursor": sampler.cursor,
+            "train_seconds": seconds_before + time.time() - t_loop,
+        }
+
+    def save(step: int) -> None:
+        ckpt_io.save_checkpoint(
+            run_dir,
+            step,
+            model,
+            tokenizer,
+            optimizer,
+            scaler.state_dict() if scaler else None,
+            position(),
+        )
+        keep = {st["best_step"]} if st["best_step"] is not None else set()
+        ckpt_io.prune_checkpoints(run_dir, config.keep_last, keep)
+
+    def run_eval(step: int) -> dict:
+        model.eval()
+        loss, count = evaluate_tokens(
+            model, val_tokens, block_size, batch_size, device, autocast, config.eval_tokens
+        )
+        record = {
+            "type": "eval",
+            "step": step,
+            "tokens_seen": st["tokens_seen"],
+            "val_loss": loss,
+            "val_ppl": math.exp(min(loss, 50.0)),
+            "val_bpc": loss * tokens_per_char_val / math.log(2),
+            "val_tokens": count,
+        }
+        if config.samples:
+            record["samples"] = _samples(model, tokenizer, val_tokens, config, step)
+        model.train()
+        log(record)
+        evals.append(record)
+        return record
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total_steps,
+        initial=min(st["step"], total_steps),
+        unit="step",
+        dynamic_ncols=True,
+        disable=not config.progress or None,
+        file=sys.stderr,
+    )
+    try:
+        with _Signals() as signals:
+            t_window, tok_window = time.time(), 0
+            while st["step"] < total_steps:
+                step = st["step"]
+                lr = lr_at(step, peak_lr, warmup, total_steps, config.min_lr_ratio)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss_sum = torch.zeros((), device=device)
+                for _ in range(grad_accum):
+                    x, y = sampler.next_batch()
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    with autocast:
+                        loss = step_model(x, y) / grad_accum
+                    (scaler.scale(loss) if scaler else loss).backward()
+                    loss_sum += loss.detach()
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
+                )
+                loss_value, norm_value = loss_sum.item(), grad_norm.item()  # the one sync per step
+                finite = math.isfinite(loss_value) and (
+                    math.isfinite(norm_value) or scaler is not None
+                )
+                if finite:
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    nonfinite_in_a_row = 0
+                else:
+                    nonfinite_in_a_row += 1
+                    log(
+                        {
+                            "type": "skipped",
+                            "step": step + 1,
+                            "reason": "non-finite loss or gradient norm",
+                            "loss": str(loss_value),
+                            "grad_norm": str(norm_value),
+                        }
+                    )
+                    bar.write(
+                        f"step {step + 1}: non-finite loss ({loss_value}) or gradient norm ({norm_value}); the update was skipped."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                st["step"] = step = step + 1
+                st["tokens_seen"] += tokens_per_step
+                tok_window += tokens_per_step
+                bar.update(1)
+
+                if step % config.log_every == 0 or step == total_steps:
+                    now = time.time()
+                    tps = tok_window / max(1e-9, now - t_window)
+                    t_window, tok_window = now, 0
+                    log(
+                        {
+                            "type": "train",
+                            "step": step,
+                            "tokens_seen": st["tokens_seen"],
+                            "loss": loss_value,
+                            "lr": lr,
+                            "grad_norm": norm_value,
+                            "tokens_per_s": tps,
+                            "epoch": round(sampler.epoch_progress, 4),
+                            "elapsed_s": round(seconds_before + now - t_loop, 3),
+                        }
+                    )
+                    bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+                if nonfinite_in_a_row >= 5:
+                    stopped, exit_code = "non_finite", 1
+                    bar.write(
+                        f"Stopping: {nonfinite_in_a_row} steps in a row had a non-finite loss or gradient. Try a lower --lr (now {peak_lr:g}) or --precision fp32/bf16."
+                    )
+                    break
+
+                out_of_time = (
+                    config.max_time is not None
+                    and (seconds_before + time.time() - t_loop) >= config.max_time * 60
+                )
+                is_last = step == total_steps
+                due = step % config.eval_every == 0 or is_last or out_of_time
+                if due and not signals.received:
+                    last_eval = run_eval(step)
+                    bar.write(
+                        f"step {step}: val loss {last_eval['val_loss']:.4f}, ppl {last_eval['val_ppl']:.2f}, bpc {last_eval['val_bpc']:.3f}"
+                    )
+                    if st["best_val_loss"] is None or last_eval["val_loss"] < st["best_val_loss"]:
+                        st.update(best_val_loss=last_eval["val_loss"], best_step=step, bad_evals=0)
+                        _export(model, tokenizer, run_dir / "best")
+                        save(step)
+                    else:
+                        st["bad_evals"] += 1
+                if signals.received:
+                    stopped = signal.Signals(signals.received).name
+                    exit_code = 128 + signals.received
+                    save(step)
+                    break
+                if step % config.save_every == 0 or is_last:
+                    save(step)
+                if out_of_time and not is_last:
+                    stopped = "max_time"
+                    save(step)
+                    bar.write(f"--max-time {config.max_time:g} min reached at step {step}.")
+                    break
+                if config.patience is not None and st["bad_evals"] >= config.patience:
+                    stopped = "early_stopping"
+                    save(step)
+                    bar.write(
+                        f"Early stopping at step {step}: no better validation loss in {config.patience} evaluations."
+                    )
+                    break
+    except torch.cuda.OutOfMemoryError:
+        half = max(1, batch_size // 2)
+        raise UserError(
+            f"The GPU ran out of memory with --batch-size {batch_size} x --block-size {block_size}. "
+            f"Try --batch-size {half} --grad-accum {grad_accum * 2} (same tokens per step), a smaller "
+            "--block-size, or --precision bf16. The latest checkpoint is kept; rerun to resume."
+        ) from None
+    finally:
+        bar.close()
+        metrics.close()
+        if tb is not None:
+            tb.close()
+
+    final_dir = None
+    if stopped in ("completed", "max_time", "early_stopping"):
+        final_dir = _export(model, tokenizer, run_dir / "final")
+    _plot(run_dir)
+    best_dir = run_dir / "best"
+    summary = TrainSummary(
+        run_dir=str(run_dir),
+        steps=st["step"],
+        tokens_seen=st["tokens_seen"],
+        stopped=stopped,
+        final_model=str(final_dir) if final_dir else None,
+        best_model=str(best_dir) if best_dir.is_dir() else None,
+        best_val_loss=st["best_val_loss"],
+        best_val_bpc=(st["best_val_loss"] * tokens_per_char_val / math.log(2))
+        if st["best_val_loss"] is not None
+        else None,
+        last_eval={k: v for k, v in last_eval.items() if k != "samples"} if last_eval else None,
+        train_seconds=round(seconds_before + time.time() - t_loop, 2),
+        exit_code=exit_code,
+        evals=[{k: v for k, v in e.items() if k != "samples"} for e in evals],
+    )
+    write_text_atomic(run_dir / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
+    _print_summary(summary, time.time() - t_start)
+    return summary
+
+
+def _export(model: GPT2, tokenizer: Tokenizer, target: Path) -> Path:
+    with atomic_directory(target) as tmp:
+        save_model(model, tokenizer, tmp)
+    return target
+
+
+@torch.no_grad()
+def _samples(
+    model: GPT2, tokenizer: Tokenizer, val_tokens: np.ndarray, config: TrainConfig, step: int
+) -> list[str]:
+    """A few short samples from fixed prompts: the start of a text, and the first val tokens."""
+    from gpt2kit.generate import Generator
+
+    gen = Generator(model, tokenizer)
+    prompts: list[list[int]] = [[]]
+    if len(val_tokens) > 8:
+        prompts.append([int(t) for t in val_tokens[:8]])
+    prompts = (prompts * config.samples)[: config.samples]
+    room = model.config.n_positions - max(len(p) for p in prompts)
+    results = gen.generate_ids(
+        prompts,
+        max_new_tokens=max(1, min(config.sample_tokens, room)),
+        temperature=0.8,
+        seed=config.seed,
+    )
+    return [tokenizer.decode(p + ids) for p, (ids, _) in zip(prompts, results, strict=True)]
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after `step` (work that the resumed run will redo)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _plot(run_dir: Path) -> Path | None:
+    """Draw train and validation loss curves into `loss.png` (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    train_pts, val_pts = [], []
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        if r["type"] == "train":
+            train_pts.append((r["step"], r["loss"]))
+        elif r["type"] == "eval":
+            val_pts.append((r["step"], r["val_loss"]))
+    if not train_pts and not val_pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train_pts:
+        ax.plot(*zip(*train_pts, strict=True), label="train loss")
+    if val_pts:
+        ax.plot(*zip(*val_pts, strict=True), marker="o", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "loss.png", dpi=100)
+    plt.close(fig)
+    return run_dir / "loss.png"
+
+
+def _print_summary(s: TrainSummary, wall: float) -> None:
+    lines = [
+        f"Training {s.stopped} after {s.steps:,} steps ({s.tokens_seen:,} tokens) in {wall:.0f} s."
+    ]
+    if s.last_eval:
+        lines.append(
+            f"Last validation: loss {s.last_eval['val_loss']:.4f}, perplexity {s.last_eval['val_ppl']:.2f}, {s.last_eval['val_bpc']:.3f} bits per character."
+        )
+    if s.final_model:
+        lines.append(f"Final model: {s.final_model}")
+    if s.best_model:
+        lines.append(f"Best model:  {s.best_model} (val loss {s.best_val_loss:.4f})")
+    lines.append(
+        f"Metrics: {Path(s.run_dir) / 'metrics.jsonl'}; checkpoints: {Path(s.run_dir) / 'checkpoints'}"
+    )
+    if s.stopped in ("SIGINT", "SIGTERM", "max_time"):
+        lines.append(
+            f"Continue with the same command (--resume auto picks up {Path(s.run_dir) / 'checkpoints'})."
+        )
+    print("\n".join(lines))
+
+
+def run_train(config: TrainConfig) -> int:
+    """Fine-tune a GPT-2 (--init gpt2, a folder, a run) or train one from scratch (--init scratch).
+
+    SOURCE is text (files, folders, .csv, .jsonl, ...; prepared and cached in RUN_DIR/data) or a
+    DATA_DIR from `gpt2kit prepare`; with no SOURCE, the bundled sample corpus. Running the same
+    command again resumes from the latest complete checkpoint. Exit status: 0 when done, 130/143
+    when stopped by SIGINT/SIGTERM (after saving a checkpoint), 1 after repeated non-finite losses.
+    """
+    return train(config).exit_code

@@ -1,0 +1,331 @@
+"""Training: exact resume after crashes, signals, non-finite steps, retention, fine-tuning."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import SHAKESPEARE, make_hf_model, run_cli
+from gpt2kit import train as train_mod
+from gpt2kit.train import BlockSampler, TrainConfig, lr_at, train
+
+# A 2-layer, 32-wide model on ~2,300 tokens: ~17 steps per epoch, so steps 20-40 cross an epoch.
+TINY = [
+    "--init", "scratch", "--preset", "tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+    "--n-positions", "64", "--tokenizer", "bpe:300", "--block-size", "32", "--batch-size", "4",
+    "--dropout", "0.1", "--samples", "0", "--eval-every", "20", "--save-every", "10",
+    "--val-fraction", "0.1", "--progress", "false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "plays.txt"
+    path.write_text(SHAKESPEARE.read_text()[:3600])
+    return path
+
+
+def _weights(run_dir: Path, which: str = "final") -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / which / "model.safetensors"))
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+def _run_with_fault(fault: str, args: list[str]) -> subprocess.CompletedProcess:
+    """Run `gpt2kit train ARGS` in a process that SIGKILLs itself at the injected moment."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import gpt2kit.checkpoint as C, gpt2kit.train as T
+        from gpt2kit.cli import main
+        fault = {fault!r}
+        if fault.startswith("step:"):
+            at = int(fault[5:]); orig = T.lr_at
+            def lr_at(step, *a):
+                if step == at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return orig(step, *a)
+            T.lr_at = lr_at
+        else:  # "marker:N": die after the checkpoint folder is in place, before its marker
+            at = int(fault[7:]); orig = C._write_marker
+            def write_marker(folder):
+                if folder.name == f"step-{{at:06d}}":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                orig(folder)
+            C._write_marker = write_marker
+        sys.exit(main(sys.argv[1:]))
+    """)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    lrs = [lr_at(s, 1.0, 10, 100, 0.1) for s in range(120)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:101]))
+    assert lrs[100] == lrs[119] == pytest.approx(0.1)
+
+
+def test_block_order_is_a_pure_function_of_seed_and_epoch():
+    tokens = np.arange(1000, dtype=np.uint16)
+    a, b = BlockSampler(tokens, 32, 4, seed=1), BlockSampler(tokens, 32, 4, seed=1)
+    assert np.array_equal(a.blocks_in_epoch(3), b.blocks_in_epoch(3))
+    assert not np.array_equal(a.blocks_in_epoch(0), a.blocks_in_epoch(1))
+    assert not np.array_equal(
+        a.blocks_in_epoch(0), BlockSampler(tokens, 32, 4, seed=2).blocks_in_epoch(0)
+    )
+    starts = a.blocks_in_epoch(0)
+    assert len(set(starts.tolist())) == len(starts) and starts.max() + 33 <= len(tokens)
+    x, y = a.next_batch()
+    assert x.shape == y.shape == (4, 32) and torch.equal(x[:, 1:], y[:, :-1])
+
+
+@pytest.mark.parametrize(
+    "fault", ["step:23", "marker:30"], ids=["sigkill-mid-training", "sigkill-while-checkpointing"]
+)
+def test_resume_after_sigkill_gives_bit_identical_weights(tmp_path, corpus, fault):
+    ref, crashed = tmp_path / "ref", tmp_path / "crashed"
+    r = run_cli("train", str(corpus), "--out", str(ref), "--max-steps", "40", *TINY)
+    assert r.returncode == 0, r.stderr
+    r = _run_with_fault(
+        fault, ["train", str(corpus), "--out", str(crashed), "--max-steps", "40", *TINY]
+    )
+    assert r.returncode == -signal.SIGKILL
+    assert not (crashed / "final").exists()
+    if fault.startswith("marker"):  # the half-finished checkpoint exists but is not complete
+        assert (crashed / "checkpoints" / "step-000030").is_dir()
+        assert not (crashed / "checkpoints" / "step-000030" / "COMPLETE").exists()
+    r = run_cli("train", str(corpus), "--out", str(crashed), "--max-steps", "40", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "Resuming from" in r.stdout and "step-000020" in r.stdout
+    _assert_same_weights(_weights(ref), _weights(crashed))
+    # the resumed part (steps 21-40) crossed an epoch boundary
+    train_logs = {
+        m["step"]: m
+        for m in map(json.loads, (crashed / "metrics.jsonl").read_text().splitlines())
+        if m["type"] == "train"
+    }
+    assert int(train_logs[20]["epoch"]) < int(train_logs[40]["epoch"])
+    steps = [
+        m["step"]
+        for m in map(json.loads, (crashed / "metrics.jsonl").read_text().splitlines())
+        if m["type"] == "train"
+    ]
+    assert steps == sorted(set(steps)), "metrics of redone steps are not duplicated"
+
+
+def test_sigterm_saves_a_complete_checkpoint_and_exits_143(tmp_path, corpus):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "gpt2kit",
+        "train",
+        str(corpus),
+        "--out",
+        str(out),
+        "--max-steps",
+        "100000",
+        *TINY,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while (
+        time.time() < deadline and not (out / "checkpoints" / "step-000010" / "COMPLETE").exists()
+    ):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "SIGTERM"
+    step = summary["steps"]
+    assert (out / "checkpoints" / f"step-{step:06d}" / "COMPLETE").is_file()
+    r = run_cli("train", str(corpus), "--out", str(out), "--max-steps", str(step + 3), *TINY)
+    assert r.returncode == 0, r.stderr
+    assert (
+        f"(step {step})" in r.stdout
+        and json.loads((out / "summary.json").read_text())["steps"] == step + 3
+    )
+
+
+def _api_config(corpus: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        sources=[str(corpus)],
+        out=str(out),
+        init="scratch",
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        n_positions=64,
+        tokenizer="bpe:300",
+        block_size=32,
+        batch_size=4,
+        samples=0,
+        eval_every=2,
+        save_every=100,
+        progress=False,
+        val_fraction=0.1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_non_finite_loss_never_updates_the_weights(tmp_path, corpus, monkeypatch):
+    ref = train(_api_config(corpus, tmp_path / "zero", max_steps=1, lr=1e-12, weight_decay=0.0))
+    assert ref.stopped == "completed"
+    original_forward = train_mod.GPT2.forward
+
+    def nan_forward(self, idx, targets=None, **kw):
+        out = original_forward(self, idx, targets, **kw)
+        return out * float("nan") if targets is not None and self.training else out
+
+    monkeypatch.setattr(train_mod.GPT2, "forward", nan_forward)
+    run = tmp_path / "nan"
+    summary = train(_api_config(corpus, run, max_steps=3))
+    assert summary.steps == 3 and summary.stopped == "completed"
+    # weights are the initial ones: same as a run whose only step had a negligible lr
+    a, b = _weights(tmp_path / "zero"), _weights(run)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-9), k
+    skipped = [
+        m
+        for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        if m["type"] == "skipped"
+    ]
+    assert [m["step"] for m in skipped] == [1, 2, 3] and skipped[0]["loss"] == "nan"
+    stuck = train(_api_config(corpus, tmp_path / "stuck", max_steps=50))
+    assert stuck.stopped == "non_finite" and stuck.steps == 5 and stuck.exit_code == 1
+
+
+def test_early_stopping_and_retention_keep_the_best(tmp_path, corpus, monkeypatch):
+    losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])  # best at the 2nd evaluation (step 4)
+    monkeypatch.setattr(train_mod, "evaluate_tokens", lambda *a, **k: (next(losses), 100))
+    out = tmp_path / "run"
+    summary = train(_api_config(corpus, out, max_steps=100, patience=3, keep_last=1, save_every=2))
+    assert summary.stopped == "early_stopping" and summary.steps == 10
+    assert summary.best_val_loss == 2.0
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert kept == ["step-000004", "step-000010"]  # the best and the newest
+    best_state = json.loads(
+        (out / "checkpoints" / "step-000004" / "trainer_state.json").read_text()
+    )
+    assert best_state["best_step"] == 4
+    assert (out / "best" / "model.safetensors").is_file() and (
+        out / "final" / "model.safetensors"
+    ).is_file()
+
+
+def test_max_time_stops_cleanly_with_a_checkpoint(tmp_path, corpus):
+    out = tmp_path / "run"
+    summary = train(_api_config(corpus, out, max_steps=100000, max_time=0.02, eval_every=1000))
+    assert summary.stopped == "max_time" and 0 < summary.steps < 100000
+    assert (out / "checkpoints" / f"step-{summary.steps:06d}" / "COMPLETE").is_file()
+    assert summary.final_model and Path(summary.final_model, "model.safetensors").is_file()
+
+
+def test_finetune_from_transformers_folder_lowers_val_loss(tmp_path, corpus):
+    transformers = pytest.importorskip("transformers")
+    make_hf_model(tmp_path / "base", n_positions=64)
+    out = tmp_path / "run"
+    summary = train(
+        TrainConfig(
+            sources=[str(corpus)],
+            out=str(out),
+            init=str(tmp_path / "base"),
+            lr=3e-3,
+            max_steps=30,
+            eval_every=15,
+            block_size=32,
+            batch_size=4,
+            samples=1,
+            sample_tokens=8,
+            progress=False,
+            val_fraction=0.1,
+        )
+    )
+    from gpt2kit.data import load_prepared
+    from gpt2kit.hf import load_model
+
+    data = load_prepared(out / "data")
+    base, _, _ = load_model(tmp_path / "base")
+    before, _ = train_mod.evaluate_tokens(base, data.val, 32, 4, torch.device("cpu"))
+    assert summary.best_val_loss < before - 0.5
+    _, info = transformers.AutoModelForCausalLM.from_pretrained(
+        out / "final", output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    evals = [
+        m
+        for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        if m["type"] == "eval"
+    ]
+    assert len(evals) == 2 and all(len(e["samples"]) == 1 for e in evals)
+    assert {"val_loss", "val_ppl", "val_bpc", "tokens_seen"} <= evals[0].keys()
+
+
+def test_config_yaml_resolves_file_then_flags(tmp_path, corpus):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("lr: 0.002\nbatch-size: 2\nmax_steps: 4\n")
+    out = tmp_path / "run"
+    r = run_cli("train", str(corpus), "--out", str(out), "--config", str(cfg), *TINY)
+    assert r.returncode == 0, r.stderr
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["lr"] == 0.002 and saved["batch_size"] == 4 and saved["max_steps"] == 4
+    assert saved["resolved_total_steps"] == 4 and saved["sources"] == [str(corpus)]
+    assert (out / "loss.png").is_file() and (out / "summary.json").is_file()
+    # the run folder is a MODEL for generate
+    g = run_cli("generate", str(out), "To be", "--max-new-tokens", "5", "--temperature", "0")
+    assert g.returncode == 0 and g.stdout.startswith("To be")
+
+
+def test_run_dir_protection_and_bad_options(tmp_path, corpus):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = run_cli("train", str(corpus), "--out", str(out), "--resume", "never", *TINY)
+    assert r.returncode == 2 and "--overwrite" in r.stderr and (out / "notes.txt").exists()
+    r = run_cli(
+        "train",
+        str(corpus),
+        "--out",
+        str(out),
+        "--batch-size",
+        "0",
+        "--lr",
+        "-1",
+        "--compile",
+        "maybe",
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert all(
+        s in r.stderr
+        for s in ("--batch-size must be at least 1", "--lr must be positive", "--compile must be")
+    )
+
+
+def test_gpu_out_of_memory_names_the_batch_size_to_try(tmp_path, corpus, monkeypatch):
+    def oom(self, *a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_mod.GPT2, "forward", oom)
+    from gpt2kit.errors import UserError
+
+    with pytest.raises(UserError, match=r"--batch-size 2 --grad-accum 2 \(same tokens per step\)"):
+        train(_api_config(corpus, tmp_path / "run", max_steps=5))
