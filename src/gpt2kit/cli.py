@@ -27,6 +27,13 @@ class Command(NamedTuple):
 
 COMMANDS = [
     Command(
+        "prepare",
+        "gpt2kit.data",
+        "PrepareConfig",
+        "run_prepare",
+        "Tokenize text sources into a cached token file, with a data report.",
+    ),
+    Command(
         "generate",
         "gpt2kit.generate",
         "GenerateConfig",

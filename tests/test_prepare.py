@@ -1,0 +1,363 @@
+"""`gpt2kit prepare`: every source kind gives the ids of encoding its documents + EOS directly.
+
+The reference is always `Tokenizer.encode(document) + [eos]`, documents in source order, so a
+reader that drops, merges, re-orders or alters a document, or a tokenizer path that differs
+from `tokenizers`, fails here.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+import sys
+
+import numpy as np
+import pytest
+
+import gpt2kit.data.pipeline as pipeline
+import gpt2kit.data.sources as sources_mod
+from conftest import SHAKESPEARE
+from gpt2kit.data import PrepareConfig, iter_documents, load_prepared, prepare
+from gpt2kit.data.encode import HFEncoder, TiktokenEncoder, fast_encoder
+from gpt2kit.data.sources import safe_cut, split_long
+from gpt2kit.errors import UserError
+from gpt2kit.tokenizer import gpt2_tokenizer, load_tokenizer
+
+TOK = gpt2_tokenizer()
+
+# Documents that stress the readers and the tokenizer: unicode, emoji, CRLF, tabs, runs of
+# spaces and newlines, a literal <|endoftext|>, quotes and commas (CSV), braces (JSON).
+DOCS = [
+    "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer",
+    'She said "hi, there" and left; {"not": "json"}, 3,141.59 apples.',
+    "Ünïcödé façade — naïve café 🙂 中文 日本語\r\nline two\twith a tab   and spaces",
+    "Code:\n\n    def f(x):\n        return x  # it's\n\n\nThe end.   ",
+    "A literal <|endoftext|> inside a document stays the end-of-text id.",
+    "x",
+]
+
+
+def ids_of(docs: list[str], tok=TOK) -> list[int]:
+    out: list[int] = []
+    for d in docs:
+        out += [*tok.encode(d), tok.eos_id]
+    return out
+
+
+def run(tmp_path, sources, out="data", **options):
+    """Prepare `sources` with a one-document --val file, so train.bin holds every source doc."""
+    val = tmp_path / "heldout.txt"
+    val.write_text("A held-out validation document.")
+    config = PrepareConfig(
+        sources=[str(s) for s in sources], out=str(tmp_path / out), val=[str(val)], **options
+    )
+    return prepare(config, progress=False)
+
+
+def check_train(data, docs, tok=TOK):
+    assert data.train.tolist() == ids_of(docs, tok)
+    assert data.val.tolist() == ids_of(["A held-out validation document."], tok)
+    starts = np.cumsum([0] + [len(tok.encode(d)) + 1 for d in docs[:-1]])
+    assert data.train_docs.tolist() == starts.tolist()
+    assert data.meta["train_documents"] == len(docs)
+    assert data.meta["train_chars"] == sum(len(d) for d in docs)
+    assert data.meta["train_tokens"] == len(data.train)
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+def write_text(folder, docs, suffix=".txt"):
+    paths = []
+    for i, d in enumerate(docs):
+        p = folder / f"doc{i}{suffix}"
+        p.write_bytes(d.encode("utf-8"))
+        paths.append(p)
+    return paths
+
+
+def write_csv(path, docs, delimiter=",", column="body", opener=open):
+    with opener(path, "wt", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter=delimiter)
+        w.writerow(["id", column, "label"])
+        for i, d in enumerate(docs):
+            w.writerow([i, d, "x,y"])
+    return path
+
+
+def write_jsonl(path, docs, field="text", opener=open):
+    with opener(path, "wt", encoding="utf-8") as f:
+        for i, d in enumerate(docs):
+            f.write(json.dumps({"id": i, field: d}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind", ["txt", "md", "txt.gz", "folder", "glob", "csv", "csv.gz", "tsv", "json", "jsonl"]
+)
+def test_each_source_kind_gives_the_ids_of_its_documents(tmp_path, kind):
+    src = tmp_path / "src"
+    src.mkdir()
+    options = {}
+    if kind in ("txt", "md"):
+        sources = [write_text(src, DOCS[2:3], "." + kind)[0]]
+        docs = DOCS[2:3]
+    elif kind == "txt.gz":
+        sources = [src / "a.txt.gz"]
+        sources[0].write_bytes(gzip.compress(DOCS[3].encode()))
+        docs = DOCS[3:4]
+    elif kind in ("folder", "glob"):
+        (src / "b" / "deeper").mkdir(parents=True)
+        (src / "b" / "deeper" / "z.md").write_text(DOCS[0], encoding="utf-8")
+        (src / "b" / "y.txt").write_text(DOCS[1], encoding="utf-8")
+        (src / "a.txt").write_text(DOCS[2], encoding="utf-8")
+        (src / "NOTES").write_text(DOCS[3], encoding="utf-8")  # no extension, but text
+        (src / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")  # skipped
+        (src / ".hidden.txt").write_text("hidden files are skipped")
+        # sorted by path: NOTES, a.txt, b/deeper/z.md, b/y.txt
+        docs = [DOCS[3], DOCS[2], DOCS[0], DOCS[1]]
+        sources = [src] if kind == "folder" else [str(src) + "/**/*"]
+    elif kind in ("csv", "csv.gz", "tsv"):
+        opener = gzip.open if kind.endswith(".gz") else open
+        path = src / f"data.{kind}"
+        sources = [write_csv(path, DOCS, "\t" if kind == "tsv" else ",", opener=opener)]
+        docs, options = DOCS, {"text_column": "body"}
+    elif kind == "json":
+        path = src / "data.json"
+        path.write_text(json.dumps([{"text": d, "n": i} for i, d in enumerate(DOCS)], indent=2))
+        sources, docs = [path], DOCS
+    else:
+        sources, docs = [write_jsonl(src / "data.jsonl", DOCS)], DOCS
+    data = run(tmp_path, sources, **options)
+    check_train(data, docs)
+    assert data.train.dtype == np.uint16 and not data.train.flags.writeable
+    # iter_documents (used by evaluation) reads the same documents
+    assert list(iter_documents([str(s) for s in sources], data_config(options))) == docs
+
+
+def data_config(options):
+    return PrepareConfig(sources=["unused"], out="unused", **options)
+
+
+def test_gzipped_jsonl_and_mixed_sources_in_one_call(tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text(DOCS[0], encoding="utf-8")
+    b = write_jsonl(tmp_path / "b.jsonl.gz", DOCS[1:3], field="content", opener=gzip.open)
+    c = write_csv(tmp_path / "c.csv", DOCS[3:5], column="text")
+    data = run(tmp_path, [a, b, c], text_field="content")
+    check_train(data, DOCS[:5])
+    kinds = [(s["kind"], s.get("field") or s.get("column")) for s in data.report["sources"]]
+    assert kinds[:3] == [("text", None), ("jsonl", "content"), ("csv", "text")]
+
+
+def test_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    docs = [*DOCS, None, "   "]  # null and blank rows are skipped and counted
+    table = pa.table({"n": list(range(len(docs))), "text": docs})
+    pq.write_table(table, tmp_path / "data.parquet", row_group_size=3)
+    data = run(tmp_path, [tmp_path / "data.parquet"])
+    check_train(data, DOCS)
+    assert data.report["sources"][0]["skipped_records"] == 2
+    assert any("skipped 2 row(s)" in w for w in data.report["warnings"])
+
+
+def test_hf_dataset_from_a_local_folder(tmp_path):
+    pytest.importorskip("datasets")
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", DOCS)
+    data = run(tmp_path, [f"hf:{folder}"])
+    check_train(data, DOCS)
+    assert data.report["sources"][0]["source"] == f"hf:{folder}@train"
+
+
+def test_hf_dataset_name_config_and_split_are_passed_to_load_dataset(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None, streaming=False):
+        calls.append((name, config, split, streaming))
+        return iter([{"text": d, "id": i} for i, d in enumerate(DOCS)])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    data = run(tmp_path, ["hf:someone/corpus:clean@validation"])
+    check_train(data, DOCS)
+    assert calls[0] == ("someone/corpus", "clean", "validation", True)
+    with pytest.raises(UserError, match=r"no column 'body'; its columns are: 'text', 'id'"):
+        run(tmp_path, ["hf:someone/corpus"], out="other", text_column="body")
+
+
+def test_hf_without_datasets_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
+    with pytest.raises(UserError, match=r"pip install gpt2kit\[data\]"):
+        run(tmp_path, ["hf:wikitext:wikitext-2-raw-v1"])
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("mode", ["blank_lines", "separator"])
+def test_splitting_a_file_into_documents(tmp_path, monkeypatch, mode):
+    # Tiny read blocks so separators, CRLFs and multi-byte characters straddle block edges.
+    monkeypatch.setattr(sources_mod, "BLOCK_BYTES", 5)
+    parts = ["  First doc, 🙂 line one\nline two  ", "Second\r\n  indented", "Third ünï"]
+    if mode == "blank_lines":
+        text = "\n\n" + parts[0] + "\n\n \t\n\n" + parts[1] + "\r\n\r\n" + parts[2] + "\n \n"
+        options = {"split_on_blank_lines": True}
+    else:
+        text = "<|endoftext|>".join(["\n", parts[0], parts[1], "  \n ", parts[2]])
+        options = {"separator": "<|endoftext|>"}
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(text.encode("utf-8"))
+    docs = [p.strip() for p in parts]
+    data = run(tmp_path, [path], **options)
+    check_train(data, docs)
+
+
+def test_whole_file_streamed_in_tiny_blocks_and_pieces_keeps_every_id(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources_mod, "BLOCK_BYTES", 7)
+    monkeypatch.setattr(sources_mod, "PIECE_CHARS", 50)
+    monkeypatch.setattr(pipeline, "BATCH_CHARS", 120)
+    text = "\ufeff" + "\n".join(DOCS) * 5  # a UTF-8 BOM is dropped
+    path = tmp_path / "big.txt"
+    path.write_bytes(text.encode("utf-8"))
+    record = tmp_path / "records.jsonl"
+    write_jsonl(record, [DOCS[0] * 20, DOCS[2] * 20])
+    data = run(tmp_path, [path, record])
+    check_train(data, [text[1:], DOCS[0] * 20, DOCS[2] * 20])
+
+
+def test_cutting_at_safe_points_never_changes_the_ids():
+    rng = random.Random(0)
+    alphabet = [*"abc xyz,.'!?0123", "\n", "\n\n", "  ", "\t", "é", "🙂", "'s", " 's", "\r\n"]
+    checked = 0
+    for _ in range(100):
+        text = "".join(rng.choice(alphabet) for _ in range(40))
+        for p in range(2, len(text) - 1):
+            after_newline = text[p - 1] == "\n" and not text[p - 2].isspace()
+            before_space = text[p] == " " and not text[p - 1].isspace()
+            if (after_newline or before_space) and not text[
+                p + (1 if before_space else 0)
+            ].isspace():
+                checked += 1
+                assert TOK.encode(text[:p]) + TOK.encode(text[p:]) == TOK.encode(text), (text, p)
+    assert checked > 200
+    # Prose always has a safe point in the window: the pieces' ids are the text's ids.
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:20_000]
+    pieces = list(split_long(text, 300))
+    assert len(pieces) > 50 and "".join(pieces) == text
+    assert [i for p in pieces for i in TOK.encode(p)] == TOK.encode(text)
+    assert safe_cut("aaaa bbbb\ncccc dddd", 14) == 10  # after the newline, not at the space
+    assert safe_cut("aaaa bbbb  cccc dddd", 14) == 14  # no safe point in (7, 14]: hard cut
+    assert safe_cut("aaaa bbbb cccc dddd", 12) == 9  # before the space between words
+
+
+def test_tiktoken_fast_path_gives_the_tokenizers_ids(tmp_path, monkeypatch):
+    pytest.importorskip("tiktoken")
+    assert isinstance(fast_encoder(TOK), TiktokenEncoder)
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:200_000]
+    samples = [*DOCS, text, "  \n\n\t x", "<|endoftext|><|endoftext|>", "999999 1,000 ÷ ½"]
+    fast = fast_encoder(TOK).encode_many(samples)
+    slow = HFEncoder(TOK).encode_many(samples)
+    for a, b, s in zip(fast, slow, samples, strict=True):
+        assert a.tolist() == b.tolist() == TOK.encode(s)
+    # and a whole prepare through `tokenizers` writes the same bytes
+    source = tmp_path / "s.txt"
+    source.write_text(text, encoding="utf-8")
+    with_tiktoken = run(tmp_path, [source], out="a")
+    monkeypatch.setattr(pipeline, "fast_encoder", lambda tok: HFEncoder(tok))
+    without = run(tmp_path, [source], out="b")
+    assert (
+        with_tiktoken.report["encoder"] == "tiktoken" and without.report["encoder"] == "tokenizers"
+    )
+    assert np.array_equal(with_tiktoken.train, without.train)
+
+
+def test_trained_bpe_tokenizer_is_saved_and_used(tmp_path):
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:30_000]
+    path = tmp_path / "s.txt"
+    path.write_text(text, encoding="utf-8")
+    data = run(tmp_path, [path], tokenizer="bpe:300")
+    assert data.tokenizer.vocab_size <= 300 and data.meta["vocab_size"] == data.tokenizer.vocab_size
+    assert data.train.dtype == np.uint16 and data.report["encoder"] == "tokenizers"
+    saved = load_tokenizer(data.path / "tokenizer")
+    check_train(data, [text], tok=saved)
+    assert saved.decode(data.train[:-1].tolist()) == text
+
+
+def test_a_vocab_over_65536_ids_is_stored_as_uint32(tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(70_000)}
+    vocab["[UNK]"] = len(vocab)
+    backend = HFTokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.add_special_tokens(["<|endoftext|>"])
+    backend.save(str(tmp_path / "tokenizer.json"))
+    path = tmp_path / "words.txt"
+    path.write_text("w69999 w5 w65536 w123 w1\nw66000")
+    data = run(tmp_path, [path], tokenizer=str(tmp_path / "tokenizer.json"))
+    tok = load_tokenizer(tmp_path / "tokenizer.json")
+    assert data.train.dtype == np.uint32
+    check_train(data, [path.read_text()], tok=tok)
+    assert data.train[:3].tolist() == [69999, 5, 65536]
+
+
+def test_random_split_by_whole_documents_is_seeded(tmp_path):
+    docs = [f"Document number {i}: " + "word " * (i % 7) for i in range(200)]
+    path = write_jsonl(tmp_path / "docs.jsonl", docs)
+
+    def split(seed, out):
+        config = PrepareConfig(sources=[str(path)], out=str(tmp_path / out), seed=seed)
+        data = prepare(config, progress=False)
+        return (
+            data,
+            [TOK.decode(d) for d in docs_of(data.train, data.train_docs)],
+            [TOK.decode(d) for d in docs_of(data.val, data.val_docs)],
+        )
+
+    data, train, val = split(1, "a")
+    assert len(val) == 10  # 5% of 200 whole documents
+    assert sorted(train + val) == sorted(docs)
+    assert [d for d in docs if d in set(val)] == val  # order kept within each split
+    assert [d for d in docs if d in set(train)] == train
+    assert data.meta["val_chars"] == sum(map(len, val))
+    assert split(1, "b")[2] == val and split(2, "c")[2] != val
+
+
+def docs_of(tokens, starts):
+    ends = [*starts.tolist()[1:], len(tokens)]
+    out = []
+    for s, e in zip(starts.tolist(), ends, strict=True):
+        assert tokens[e - 1] == TOK.eos_id
+        out.append(tokens[s : e - 1].tolist())
+    return out
+
+
+def test_a_single_document_is_split_by_its_tail(tmp_path):
+    data = prepare(
+        PrepareConfig(sources=[str(SHAKESPEARE)], out=str(tmp_path / "d"), val_fraction=0.1),
+        progress=False,
+    )
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    cut = data.meta["train_chars"]
+    assert data.meta["train_chars"] + data.meta["val_chars"] == len(text)
+    assert 0.09 < data.meta["val_chars"] / len(text) < 0.12 and text[cut - 1] == "\n"
+    assert data.train.tolist() == ids_of([text[:cut]])
+    assert data.val.tolist() == ids_of([text[cut:]])
+    assert data.meta["split"]["method"] == "tail"
+
+
+def test_a_tiny_corpus_still_prepares_with_a_warning(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text("Hello there. How are you today? I am fine, thank you.")
+    config = PrepareConfig(sources=[str(path)], out=str(tmp_path / "d"), block_size=64)
+    data = prepare(config, progress=False)
+    assert len(data.train) >= 2 and len(data.val) >= 2  # both splits have text + EOS
+    text = path.read_text()
+    cut = data.meta["train_chars"]
+    assert data.train.tolist() + data.val.tolist() == ids_of([text[:cut], text[cut:]])
+    assert any("fewer than one block of 64" in w for w in data.report["warnings"])
+    assert load_prepared(data.path).meta == data.meta
