@@ -361,3 +361,17 @@ def test_a_tiny_corpus_still_prepares_with_a_warning(tmp_path):
     assert data.train.tolist() + data.val.tolist() == ids_of([text[:cut], text[cut:]])
     assert any("fewer than one block of 64" in w for w in data.report["warnings"])
     assert load_prepared(data.path).meta == data.meta
+
+
+@pytest.mark.parametrize(
+    "raw, offset",
+    [(b"abcd\xe2\x82\xacef\xffgh", 9), (b"abc\xe2\x82", 3), (b"\xe2\x82\xac\xe2\x82\xac\xe2x", 6)],
+)
+def test_decode_errors_give_the_exact_byte_offset_across_read_blocks(
+    tmp_path, monkeypatch, raw, offset
+):
+    monkeypatch.setattr(sources_mod, "BLOCK_BYTES", 3)
+    path = tmp_path / "bad.txt"
+    path.write_bytes(raw)
+    with pytest.raises(UserError, match=f"at byte offset {offset} cannot be decoded"):
+        list(iter_documents([str(path)], data_config({})))

@@ -140,6 +140,14 @@ def is_prepared_dir(path: str | Path) -> bool:
         return False
 
 
+def _written_by_prepare(path: Path) -> bool:
+    """Whether `path` holds a meta.json of ours, even if the folder is damaged."""
+    try:
+        return json.loads((path / "meta.json").read_text(encoding="utf-8"))["format"] == FORMAT
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     return json.loads((path / "meta.json").read_text(encoding="utf-8"))
 
@@ -556,7 +564,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
             tokenizer = load_tokenizer(config.tokenizer)
         except UserError as e:
             problems.append(str(e))
-    if out.exists() and not is_prepared_dir(out) and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not _written_by_prepare(out) and (not out.is_dir() or any(out.iterdir())):
         problems.append(
             f"--out {out} exists and is not a prepared data folder: choose a new folder "
             "(prepare replaces DATA_DIR as a whole)"

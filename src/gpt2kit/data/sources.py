@@ -349,10 +349,10 @@ def decoded_blocks(source: Source, config: PrepareConfig, advance: Advance) -> I
                 text = decoder.decode(block, final=not block)
             except UnicodeDecodeError as e:
                 at = offset - pending + e.start
-                bad = e.object[e.start : e.start + 4]
+                bad = " ".join(f"0x{b:02x}" for b in e.object[e.start : e.end])
                 raise UserError(
-                    f"{source.path} is not valid {config.encoding} text: bytes {bad!r} at byte "
-                    f"offset {at} cannot be decoded; {fix}."
+                    f"{source.path} is not valid {config.encoding} text: {bad} at byte offset "
+                    f"{at} cannot be decoded; {fix}."
                 ) from None
             if first and utf8 and text.startswith("\ufeff"):
                 text = text[1:]
