@@ -40,6 +40,13 @@ COMMANDS = [
         "run_generate",
         "Continue a prompt with a model (greedy or sampled).",
     ),
+    Command(
+        "eval",
+        "gpt2kit.evaluate",
+        "EvalConfig",
+        "run_eval",
+        "Measure loss, perplexity and bits per character of a model on text.",
+    ),
 ]
 
 

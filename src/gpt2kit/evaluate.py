@@ -1,0 +1,409 @@
+"""Loss, perplexity and bits per character of a model on text: `gpt2kit eval`.
+
+The text is scored with a sliding window, as in Hugging Face's perplexity guide
+(https://huggingface.co/docs/transformers/perplexity): windows of `block_size` tokens start
+every `stride` tokens, and each window scores only the tokens the previous windows did not, so
+every token but the first is predicted exactly once, with at least `block_size - stride` tokens
+of context (except at the start). A stride equal to the block size gives disjoint blocks (fast,
+pessimistic, and the first token of each window, without context, is not scored); GPT-2's
+published perplexities use a block of 1,024 and a stride of 512 or less.
+
+Several text sources are joined with blank lines ("\\n\\n", as the guide joins WikiText) into one
+stream; a prepared DATA_DIR contributes its validation split, token for token. Bits per
+character are the total negative log-likelihood (nats) over the scored tokens, divided by the
+number of characters those tokens cover and by ln 2. That count starts from the whole text
+(for a DATA_DIR, its `val_chars`: the characters of its validation documents, end-of-text
+separators counting for none) and takes away the characters of the tokens no window scores:
+the very first token, and with --stride equal to --block-size the first token of each window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gpt2kit.config import option
+from gpt2kit.errors import UserError
+from gpt2kit.hf import load_model, weights_hash
+from gpt2kit.model import GPT2
+from gpt2kit.runtime import (
+    DEVICES,
+    PRECISIONS,
+    device_problem,
+    precision_name,
+    precision_problem,
+    resolve_device,
+    resolve_precision,
+)
+from gpt2kit.tokenizer import Tokenizer
+
+# How text sources are read is `gpt2kit prepare`'s business; eval offers the same options.
+_SOURCE_OPTIONS = (
+    "text_column",
+    "text_field",
+    "split_on_blank_lines",
+    "separator",
+    "encoding",
+    "errors",
+)
+
+
+def _prepare_field(name: str) -> Any:
+    """The same option as `PrepareConfig.<name>` (default and help), or a plain fallback when
+    the data package is not available."""
+    try:
+        from gpt2kit.data import PrepareConfig
+    except ImportError:  # pragma: no cover - the data package ships with gpt2kit
+        fallback: dict[str, Any] = {
+            "text_column": "text",
+            "text_field": "text",
+            "split_on_blank_lines": False,
+            "separator": None,
+            "encoding": "utf-8",
+            "errors": "strict",
+        }
+        return option(fallback[name], help="How text sources are read (see gpt2kit prepare).")
+    f = {f.name: f for f in dataclasses.fields(PrepareConfig)}[name]
+    return option(f.default, help=f.metadata["help"])
+
+
+@dataclass
+class EvalConfig:
+    """Options of `gpt2kit eval`."""
+
+    model: str = option(
+        help="A Hugging Face-format model folder, a hub id (e.g. gpt2) or a run folder from `gpt2kit train`.",
+        positional=True,
+        metavar="MODEL",
+    )
+    sources: list[str] = option(
+        [],
+        help="Text to score: files, folders, globs or hf:NAME (as for gpt2kit prepare; "
+        "joined with blank lines), or a prepared DATA_DIR (its validation split).",
+        positional=True,
+        metavar="SOURCE|DATA_DIR",
+    )
+    stride: int = option(
+        512,
+        help="Tokens between the starts of two windows; each window scores only its last "
+        "STRIDE tokens (equal to --block-size: disjoint blocks).",
+    )
+    block_size: int | None = option(
+        None, help="Window length in tokens; none: the model's context (1,024 for GPT-2)."
+    )
+    batch_size: int = option(4, help="Windows scored per forward pass.")
+    max_tokens: int | None = option(
+        None, help="Score only the first N tokens of the text (a quick estimate)."
+    )
+    json: bool = option(False, help="Print the results as one JSON object.")
+    device: str = option("auto", help=f"Where to run: {', '.join(DEVICES)}.")
+    precision: str = option(
+        "fp32",
+        help=f"Numeric precision: {', '.join(PRECISIONS)}. fp32 (the default) gives figures "
+        "comparable with published ones; auto is bf16 on GPUs.",
+    )
+    text_column: str = _prepare_field("text_column")
+    text_field: str = _prepare_field("text_field")
+    split_on_blank_lines: bool = _prepare_field("split_on_blank_lines")
+    separator: str | None = _prepare_field("separator")
+    encoding: str = _prepare_field("encoding")
+    errors: Literal["strict", "replace", "ignore"] = _prepare_field("errors")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.sources:
+            problems.append("give at least one SOURCE (a text file, ...) or a prepared DATA_DIR")
+        if self.stride < 1:
+            problems.append(f"--stride must be at least 1, got {self.stride}")
+        if self.block_size is not None and self.block_size < 2:
+            problems.append(f"--block-size must be at least 2, got {self.block_size}")
+        if self.block_size is not None and self.stride > self.block_size:
+            problems.append(
+                f"--stride ({self.stride}) cannot exceed --block-size ({self.block_size}): "
+                "tokens between windows would never be scored"
+            )
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_tokens is not None and self.max_tokens < 2:
+            problems.append(f"--max-tokens must be at least 2, got {self.max_tokens}")
+        problems += filter(None, [device_problem(self.device), precision_problem(self.precision)])
+        if self.sources:
+            try:
+                _read_options(self)
+            except UserError as e:
+                problems += e.problems or [str(e)]
+            except ImportError:  # pragma: no cover - the data package ships with gpt2kit
+                pass
+        if problems:
+            raise UserError("Invalid options for eval:", problems)
+
+
+# --------------------------------------------------------------------------- the library
+
+
+def sliding_windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int, int]]:
+    """The windows of Hugging Face's perplexity guide over `n_tokens` tokens.
+
+    Returns `(begin, end, first)` per window: the window holds tokens `[begin, end)` and scores
+    tokens `[first, end)`, those no earlier window scored. A window's first token has no
+    context in it, so token 0 is never scored, nor, when `stride == block_size`, the first
+    token of each window.
+    """
+    windows, prev_end = [], 0
+    for begin in range(0, n_tokens, stride):
+        end = min(begin + block_size, n_tokens)
+        windows.append((begin, end, max(begin + 1, prev_end)))
+        prev_end = end
+        if end == n_tokens:
+            break
+    return windows
+
+
+@torch.inference_mode()
+def score_tokens(
+    model: GPT2,
+    ids: Sequence[int] | np.ndarray | torch.Tensor,
+    stride: int = 512,
+    block_size: int | None = None,
+    batch_size: int = 4,
+    progress: bool = False,
+) -> tuple[float, int]:
+    """Total negative log-likelihood (nats) of `ids` under `model`, with a sliding window.
+
+    Returns `(nats, scored)`: the summed loss and the number of tokens scored (all but the
+    first, see `sliding_windows`). Windows of equal length are batched `batch_size` at a time; the result does not
+    depend on the batch size beyond float rounding.
+    """
+    block = block_size or model.config.n_positions
+    if block > model.config.n_positions:
+        raise UserError(
+            f"--block-size {block} exceeds the model's context of {model.config.n_positions}."
+        )
+    if stride > block:
+        raise UserError(f"--stride ({stride}) cannot exceed the window of {block} tokens.")
+    tokens = torch.as_tensor(np.asarray(ids, dtype=np.int64))  # (N,)
+    if tokens.numel() < 2:
+        raise UserError("The text has fewer than 2 tokens: there is nothing to score.")
+    dev = model.lm_head.weight.device
+    windows = sliding_windows(tokens.numel(), block, stride)
+    batches: list[list[tuple[int, int, int]]] = []
+    for w in windows:  # consecutive windows of one length share a batch
+        if batches and len(batches[-1]) < batch_size and _length(batches[-1][0]) == _length(w):
+            batches[-1].append(w)
+        else:
+            batches.append([w])
+    nats, scored = 0.0, 0
+    bar = tqdm(total=len(windows), desc="eval", unit="window", disable=not progress or None)
+    for batch in batches:
+        T = _length(batch[0])
+        x = torch.stack([tokens[b:e] for b, e, _ in batch])  # (b, T)
+        targets = torch.full((len(batch), T), -1, dtype=torch.long)  # -1: not scored
+        for r, (b, e, first) in enumerate(batch):
+            targets[r, first - 1 - b : e - 1 - b] = tokens[first:e]  # position t predicts t+1
+        loss = model(x.to(dev), targets.to(dev), reduction="sum")
+        nats += float(loss)
+        scored += sum(e - first for _, e, first in batch)
+        bar.update(len(batch))
+    bar.close()
+    return nats, scored
+
+
+def _length(window: tuple[int, int, int]) -> int:
+    return window[1] - window[0]
+
+
+def summarize(nats: float, tokens: int, chars: int) -> dict[str, float | int]:
+    """Loss (nats/token), perplexity and bits per character (and the totals they come from)."""
+    loss = nats / tokens
+    return {
+        "nats": nats,
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "bits_per_char": nats / chars / math.log(2) if chars > 0 else float("nan"),
+        "bits_per_token": loss / math.log(2),
+        "tokens": tokens,
+        "chars": chars,
+    }
+
+
+def evaluate_text(
+    model: GPT2,
+    tokenizer: Tokenizer,
+    text: str,
+    stride: int = 512,
+    block_size: int | None = None,
+    batch_size: int = 4,
+    max_tokens: int | None = None,
+    progress: bool = False,
+) -> dict[str, float | int]:
+    """Score `text`; returns `loss` (nats/token), `perplexity`, `bits_per_char`,
+    `bits_per_token`, `tokens` (scored) and `chars` (covered by the scored tokens)."""
+    return _evaluate_ids(
+        model,
+        tokenizer,
+        tokenizer.encode(text),
+        len(text),
+        stride,
+        block_size,
+        batch_size,
+        max_tokens,
+        progress,
+    )
+
+
+def _evaluate_ids(
+    model: GPT2,
+    tokenizer: Tokenizer,
+    ids: Sequence[int] | np.ndarray,
+    chars: int,
+    stride: int,
+    block_size: int | None,
+    batch_size: int,
+    max_tokens: int | None,
+    progress: bool,
+) -> dict[str, float | int]:
+    """Score `ids`, a text of `chars` characters (recounted when cut to `max_tokens`)."""
+    if max_tokens is not None and len(ids) > max_tokens:
+        ids = ids[:max_tokens]
+        chars = len(tokenizer.decode([int(i) for i in ids], skip_special_tokens=True))
+    block = block_size or model.config.n_positions
+    nats, scored = score_tokens(model, ids, stride, block, batch_size, progress)
+    return summarize(nats, scored, chars - unscored_chars(tokenizer, ids, block, stride))
+
+
+def unscored_chars(
+    tokenizer: Tokenizer, ids: Sequence[int] | np.ndarray, block_size: int, stride: int
+) -> int:
+    """Characters of the tokens that no window scores (see `sliding_windows`): token 0 and,
+    with disjoint windows (`stride == block_size`), the first token of every window."""
+    skipped = [0, *range(block_size, len(ids), block_size)] if stride == block_size else [0]
+    return sum(len(tokenizer.decode([int(ids[t])], skip_special_tokens=True)) for t in skipped)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _read_options(config: EvalConfig) -> Any:
+    """A `PrepareConfig` carrying eval's text-source options, for `iter_documents`."""
+    from gpt2kit.data import PrepareConfig
+
+    values = {name: getattr(config, name) for name in _SOURCE_OPTIONS}
+    # `out` is required by prepare but unused when only reading documents.
+    return PrepareConfig(sources=list(config.sources), out="-", **values)
+
+
+def _segments(
+    config: EvalConfig, tokenizer: Tokenizer
+) -> list[tuple[str, np.ndarray | list[int], int]]:
+    """What to score: `(description, token ids, chars)` for the joined text sources and for
+    each prepared DATA_DIR."""
+    try:
+        from gpt2kit.data import is_prepared_dir, iter_documents, load_prepared
+    except ImportError:  # pragma: no cover - the data package ships with gpt2kit
+        is_prepared_dir = iter_documents = load_prepared = None
+    text_sources, segments = [], []
+    for source in config.sources:
+        if is_prepared_dir is not None and is_prepared_dir(source):
+            data = load_prepared(source)
+            if data.tokenizer.fingerprint != tokenizer.fingerprint:
+                raise UserError(
+                    f"{source} was prepared with the tokenizer {data.tokenizer.name!r}, not the "
+                    "model's own; score its raw text instead, or prepare it with "
+                    "--tokenizer MODEL_FOLDER."
+                )
+            segments.append((f"{source} (validation split)", data.val, int(data.meta["val_chars"])))
+        else:
+            text_sources.append(source)
+    if text_sources:
+        if iter_documents is not None:
+            documents = list(iter_documents(text_sources, _read_options(config)))
+        else:  # pragma: no cover - plain files only
+            documents = [_read_file(s, config.encoding, config.errors) for s in text_sources]
+        text = "\n\n".join(documents)
+        ids = tokenizer.encode(text)
+        if not ids:
+            raise UserError(f"{', '.join(text_sources)}: no text to score.")
+        segments.insert(0, (", ".join(text_sources), ids, len(text)))
+    return segments
+
+
+def _read_file(path: str, encoding: str, errors: str) -> str:  # pragma: no cover
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path} does not exist (or is not a file).")
+    return p.read_text(encoding=encoding, errors=errors)
+
+
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """Score a model on text: loss, perplexity and bits per character, sliding-window style.
+
+    The windows are those of Hugging Face's perplexity guide (--block-size tokens, a new window
+    every --stride tokens, each token scored once), so the figures compare with published
+    GPT-2 perplexities. Prints a short table, or one JSON object with --json; returns the dict.
+    """
+    dev = resolve_device(config.device)
+    model, tokenizer, folder = load_model(
+        config.model, device=dev, dtype=resolve_precision(config.precision, dev)
+    )
+    block = config.block_size or model.config.n_positions
+    if block > model.config.n_positions:
+        raise UserError(
+            f"--block-size {block} exceeds the model's context of {model.config.n_positions}."
+        )
+    if config.stride > block:
+        raise UserError(f"--stride ({config.stride}) cannot exceed the window of {block} tokens.")
+    segments = _segments(config, tokenizer)
+    nats, scored, chars = 0.0, 0, 0
+    progress = sys.stderr.isatty()
+    for _, ids, n_chars in segments:
+        part = _evaluate_ids(
+            model,
+            tokenizer,
+            ids,
+            n_chars,
+            config.stride,
+            block,
+            config.batch_size,
+            config.max_tokens,
+            progress,
+        )
+        nats += part["nats"]
+        scored += part["tokens"]
+        chars += part["chars"]
+    result: dict[str, Any] = {
+        **(summarize(nats, scored, chars) if len(segments) > 1 else part),
+        "stride": config.stride,
+        "block_size": block,
+        "sources": [name for name, _, _ in segments],
+        "model": {
+            "spec": config.model,
+            "path": str(folder.resolve()),
+            "weights_sha256": weights_hash(folder),
+        },
+        "device": str(dev),
+        "precision": precision_name(model.lm_head.weight.dtype),
+    }
+    if config.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        sys.stdout.write(
+            f"model       {result['model']['path']}\n"
+            f"text        {'; '.join(result['sources'])}\n"
+            f"scored      {scored:,} tokens, {chars:,} characters "
+            f"(window {block}, stride {config.stride})\n"
+            f"loss        {result['loss']:.4f} nats/token\n"
+            f"perplexity  {result['perplexity']:.3f}\n"
+            f"bits/char   {result['bits_per_char']:.4f}\n"
+        )
+    sys.stdout.flush()
+    return result
