@@ -277,3 +277,10 @@ def test_cli_prepare_then_reuse(tmp_path):
     assert "Prepared" in first.stdout and "fewer than one block of 16" in first.stdout
     second = run_cli(*args)
     assert second.returncode == 0 and "is up to date" in second.stdout
+
+
+def test_the_default_block_of_the_warnings_is_gpt2s_context():
+    from gpt2kit.data.report import GPT2_CONTEXT
+    from gpt2kit.model import GPT2Config
+
+    assert GPT2Config.n_positions == GPT2_CONTEXT

@@ -24,7 +24,7 @@ class PrepareConfig:
         metavar="SOURCE",
     )
     out: str | None = option(
-        None, help="The folder to write (DATA_DIR); required.", metavar="DATA_DIR"
+        None, help="The folder to write the prepared data to (required).", metavar="DATA_DIR"
     )
     tokenizer: str = option(
         "gpt2",
@@ -65,14 +65,14 @@ class PrepareConfig:
     )
     block_size: int | None = option(
         None,
-        help="Training block size, only to warn when the corpus is too small "
-        "(default: GPT-2's context of 1,024).",
+        help="Training block size, only used to warn when the corpus is too small "
+        "(none: GPT-2's context, 1,024).",
     )
     batch_size: int | None = option(
         None, help="Training batch size, only to warn when the corpus is smaller than one batch."
     )
     num_threads: int | None = option(
-        None, help="Tokenizer threads (default: every CPU core this process may use)."
+        None, help="Tokenizer threads (none: every CPU core this process may use)."
     )
     force: bool = option(False, help="Prepare again even when DATA_DIR is up to date.")
 

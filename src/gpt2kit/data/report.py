@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpt2kit.model import GPT2Config
+# GPT-2's context (`GPT2Config.n_positions`, checked by a test), the block size assumed when
+# --block-size is not given. Not imported from gpt2kit.model to keep PyTorch out of prepare.
+GPT2_CONTEXT = 1024
 
 
 def _n(x: int) -> str:
@@ -26,7 +28,7 @@ def training_warnings(
     meta: dict[str, Any], block_size: int | None, batch_size: int | None
 ) -> list[str]:
     """Warnings about a corpus too small for the training shape (block x batch)."""
-    block = block_size or GPT2Config.n_positions  # GPT-2's context when not given
+    block = block_size or GPT2_CONTEXT
     train, val = meta["train_tokens"], meta["val_tokens"]
     warnings = []
     if train <= block:
