@@ -6,8 +6,8 @@ import dataclasses
 import importlib
 
 import pytest
-from conftest import run_cli
 
+from conftest import run_cli
 from gpt2kit.cli import COMMANDS, main
 
 

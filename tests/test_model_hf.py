@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import make_hf_model, run_cli
 
+from conftest import make_hf_model, run_cli
 from gpt2kit import GPT2, Generator, GPT2Config, load_model, save_model
 from gpt2kit.errors import UserError
 from gpt2kit.tokenizer import gpt2_tokenizer

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
-import textwrap
 from typing import NamedTuple
 
 from gpt2kit import __version__
@@ -32,6 +32,13 @@ COMMANDS = [
         "PrepareConfig",
         "run_prepare",
         "Tokenize text sources into a cached token file, with a data report.",
+    ),
+    Command(
+        "train",
+        "gpt2kit.train",
+        "TrainConfig",
+        "run_train",
+        "Fine-tune GPT-2 or train from scratch, with exact crash-safe resume.",
     ),
     Command(
         "generate",
@@ -69,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd in COMMANDS:
         module = importlib.import_module(cmd.module)
         config_cls = getattr(module, cmd.config)
-        doc = textwrap.dedent(getattr(module, cmd.function).__doc__ or "").strip()
+        doc = inspect.cleandoc(getattr(module, cmd.function).__doc__ or "")
         p = sub.add_parser(cmd.name, help=cmd.summary, description=doc, formatter_class=_Formatter)
         add_arguments(p, config_cls)
         p.add_argument(
@@ -94,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     values = {k: v for k, v in vars(args).items() if k not in ("command", "_config_file")}
     try:
         config = build_config(getattr(module, cmd.config), values, args._config_file)
-        getattr(module, cmd.function)(config)
+        status = getattr(module, cmd.function)(config)
     except UserError as e:
         sys.stderr.write(f"gpt2kit {cmd.name}: error: {e}\n")
         return 2
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `gpt2kit generate ... | head`
         return 0
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def entry() -> None:  # pragma: no cover - the console script
