@@ -664,7 +664,13 @@ class Generator:
 
     def _get_stepper(self, batch: int, capacity: int) -> _Stepper:
         s = self._stepper
-        if s is not None and s.cache.k.size(1) == batch and s.capacity == capacity:
+        if (
+            s is not None
+            and s.cache.k.size(1) == batch
+            and s.capacity == capacity
+            and s.cache.k.device == self.device
+            and s.cache.k.dtype == self.dtype
+        ):
             return s
         s = _Stepper(self.model, batch, capacity, self.static_cache, self.cuda_graph)
         self._stepper = s if self.cuda_graph else None  # a captured graph is worth keeping
