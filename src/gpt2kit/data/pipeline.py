@@ -336,7 +336,7 @@ def _plan(scan: _Scan, config: PrepareConfig) -> _Plan:
     cut = max(1, chars - max(1, round(frac * chars)))
     desc = (
         f"the corpus is a single document: val = its last ~{frac:.0%} "
-        f"(cut at a line break near character {cut:,})"
+        f"(cut at the last line break before character {cut:,})"
     )
     return _Plan("tail", desc, cut=cut)
 
