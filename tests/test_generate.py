@@ -259,6 +259,11 @@ def test_eos_stops_by_default_and_ignore_eos_goes_on(peaky):
     assert reason == "eos" and ids == full[: full.index(full[5])]
     ((ids, reason),) = g.generate_ids([prompt], 20, temperature=0, stop_at_eos=False)
     assert reason == "length" and ids == full
+    # In a batch, a row that ends early stops alone; the others go on as they would alone.
+    other = gen.tokenizer.encode("Something else entirely")
+    batched = g.generate_ids([prompt, other], 20, temperature=0)
+    alone = [g.generate_ids([p], 20, temperature=0)[0] for p in (prompt, other)]
+    assert batched == alone and batched[0][1] == "eos"
 
 
 def test_generation_past_the_context_window_slides(tmp_path):

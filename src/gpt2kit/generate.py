@@ -171,8 +171,8 @@ class GenerateConfig:
     )
     stream: bool | None = option(
         None,
-        help="Print tokens as they are produced (default: when stdout is a terminal and there "
-        "is one sample to show).",
+        help="Print tokens as they are produced; none: when stdout is a terminal and there is "
+        "one sample to show (--stream false never streams).",
     )
     batch_size: int = option(
         16,
@@ -714,8 +714,14 @@ class Generator:
             unused = torch.arange(V, device=dev) >= self.tokenizer.vocab_size
 
         rows = [_Row(self.tokenizer, params, want_text) for _ in range(B)]
+        # Stop strings and streaming need each row's text at every check; otherwise only
+        # "has every row produced EOS?" is asked, on the device, and rows are read at the end.
+        per_row = want_text or bool(params.stop)
+        at_eos = (
+            None if per_row or params.ignore_eos else torch.zeros(B, dtype=torch.bool, device=dev)
+        )
         every = 1 if (want_text or dev.type != "cuda") else 8  # host checks (each one syncs)
-        checked = 0
+        checked = steps = 0
         for t in range(N):
             scores = logits.float()
             if seen is not None:
@@ -732,20 +738,28 @@ class Generator:
                 )
                 token = sample_token(scores.softmax(dim=-1), gen)
             seq[:, P + t] = token
+            steps = t + 1
             if seen is not None:
                 seen.scatter_(1, token.unsqueeze(1), True)
+            if at_eos is not None:
+                at_eos |= token == eos
 
             last = t == N - 1
             if last or t + 1 - checked >= every:
-                new = seq[:, P + checked : P + t + 1].tolist()
-                checked = t + 1
-                for i, row in enumerate(rows):
-                    if row.finish is None:
-                        row.feed(new[i])
-                        if want_text and (piece := row.new_text()):
-                            yield i, piece
-                if all(r.finish is not None for r in rows):
-                    break
+                if per_row:
+                    new = seq[:, P + checked : P + t + 1].tolist()
+                    checked = t + 1
+                    for i, row in enumerate(rows):
+                        if row.finish is None:
+                            row.feed(new[i])
+                            if want_text and (piece := row.new_text()):
+                                yield i, piece
+                    if all(r.finish is not None for r in rows):
+                        break
+                else:
+                    checked = t + 1
+                    if at_eos is not None and bool(at_eos.all()):
+                        break
             if last:
                 break
             if stepper.full:  # slide the window: re-encode the last `keep` tokens
@@ -754,6 +768,9 @@ class Generator:
             else:
                 logits = stepper.step(token)
 
+        if not per_row:
+            for row, new in zip(rows, seq[:, P : P + steps].tolist(), strict=True):
+                row.feed(new)
         for i, row in enumerate(rows):
             if row.finish is None:
                 row.finish = "length"
