@@ -18,8 +18,8 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import SHAKESPEARE, make_hf_model, run_cli
-from gpt2kit import train as train_mod
-from gpt2kit.train import BlockSampler, TrainConfig, lr_at, train
+from gpt2kit import training as train_mod
+from gpt2kit.training import BlockSampler, TrainConfig, lr_at, train
 
 # A 2-layer, 32-wide model on ~2,300 tokens: ~17 steps per epoch, so steps 20-40 cross an epoch.
 TINY = [
@@ -51,7 +51,7 @@ def _run_with_fault(fault: str, args: list[str]) -> subprocess.CompletedProcess:
     """Run `gpt2kit train ARGS` in a process that SIGKILLs itself at the injected moment."""
     script = textwrap.dedent(f"""
         import os, signal, sys
-        import gpt2kit.checkpoint as C, gpt2kit.train as T
+        import gpt2kit.checkpoint as C, gpt2kit.training as T
         from gpt2kit.cli import main
         fault = {fault!r}
         if fault.startswith("step:"):

@@ -35,7 +35,7 @@ COMMANDS = [
     ),
     Command(
         "train",
-        "gpt2kit.train",
+        "gpt2kit.training",
         "TrainConfig",
         "run_train",
         "Fine-tune GPT-2 or train from scratch, with exact crash-safe resume.",

@@ -1,6 +1,6 @@
 """Training: fine-tune a GPT-2 or train one from scratch, with exact crash-safe resume.
 
-`train(TrainConfig(...))` is the whole job and `gpt2kit train` a thin layer over it. The loop
+`gpt2kit.train(TrainConfig(...))` is the whole job and `gpt2kit train` a thin layer over it. The loop
 reads like the algorithm: the learning rate is a pure function of the step, a step is
 `grad_accum` micro-batches, then clip, a finiteness check, step and `zero_grad`. The order of
 the training blocks is a pure function of (seed, epoch), so a checkpoint only needs the step
