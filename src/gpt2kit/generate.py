@@ -804,7 +804,10 @@ def read_prompts(config: GenerateConfig) -> list[str]:
             return [text[:-1] if text.endswith("\n") else text]
         return [config.prompt]
     path = Path(config.prompts_file)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8").split("\n")]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"Could not read --prompts-file {path}: {e}") from None
     prompts, problems = [], []
     jsonl = path.suffix.lower() in (".jsonl", ".json")
     for number, line in enumerate(lines, 1):
