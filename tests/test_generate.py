@@ -381,6 +381,44 @@ def test_cli_refuses_conflicting_options(tmp_path, hf_model_dir):
         assert text in r.stderr
 
 
+def test_int8_quantization_swaps_the_linear_layers_and_keeps_logits_close(tmp_path):
+    folder = tmp_path / "m"
+    make_hf_model(folder, n_embd=64, n_head=4)
+    fp32 = Generator.from_pretrained(folder, device="cpu")
+    int8 = Generator.from_pretrained(folder, device="cpu", quantize="int8")
+    quantized = torch.ao.nn.quantized.dynamic.Linear
+    linears = [m for m in int8.model.modules() if isinstance(m, quantized)]
+    assert len(linears) == 2 * 4 + 1  # c_attn, c_proj, c_fc, c_proj per block, and lm_head
+    assert not any(isinstance(m, quantized) for m in fp32.model.modules())
+    x = torch.randint(0, 50257, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        a, b = fp32.model(x), int8.model(x)
+    assert not torch.equal(a, b)  # really quantized ...
+    assert (a - b).abs().max() < 0.05 * a.abs().max()  # ... and still close
+    ((ids, reason),) = int8.generate_ids([[464, 2068]], 10, temperature=0, stop_at_eos=False)
+    assert len(ids) == 10 and reason == "length"
+    out = tmp_path / "out.jsonl"
+    r = run_cli(
+        "generate",
+        str(folder),
+        "Hi",
+        "--quantize",
+        "int8",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "4",
+        "--output",
+        str(out),
+        "--seed",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text().splitlines()[0])["quantize"] == "int8"
+    r = run_cli("generate", str(folder), "Hi", "--quantize", "int4")
+    assert r.returncode == 2 and "--quantize must be one of none, int8" in r.stderr
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_decode_matches_eager_on_gpu(peaky):

@@ -329,3 +329,13 @@ def test_gpu_out_of_memory_names_the_batch_size_to_try(tmp_path, corpus, monkeyp
 
     with pytest.raises(UserError, match=r"--batch-size 2 --grad-accum 2 \(same tokens per step\)"):
         train(_api_config(corpus, tmp_path / "run", max_steps=5))
+
+
+def test_scratch_model_context_follows_block_size(tmp_path, corpus):
+    """A model only learns the positions it trains on, so its context is --block-size."""
+    out = tmp_path / "run"
+    cfg = _api_config(corpus, out, max_steps=1)
+    cfg.n_positions = None
+    train(cfg)
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["n_positions"] == 32 and config["n_ctx"] == 32

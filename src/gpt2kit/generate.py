@@ -27,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from gpt2kit.config import option
 from gpt2kit.errors import UserError
@@ -188,6 +189,12 @@ class GenerateConfig:
         True,
         help="On CUDA, capture the one-token decode step in a CUDA graph (false: run it eagerly).",
     )
+    quantize: str = option(
+        "none",
+        help="CPU only: 'int8' stores the linear layers' weights as int8 (dynamic quantization), "
+        "reading 4x fewer bytes per token: about 2.5x faster decoding, tokens may differ "
+        "slightly from fp32. 'none' keeps full precision.",
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -210,6 +217,10 @@ class GenerateConfig:
             problems.append(
                 "--stream shows one sample as it is produced; it cannot be combined with "
                 "--num-samples > 1 or --prompts-file (drop --stream, or use --output)"
+            )
+        if self.quantize not in QUANTIZE:
+            problems.append(
+                f"--quantize must be one of {', '.join(QUANTIZE)}, got {self.quantize!r}"
             )
         problems += filter(None, [device_problem(self.device), precision_problem(self.precision)])
         if problems:
@@ -332,7 +343,7 @@ class _Stepper:
     """
 
     def __init__(self, model: GPT2, batch: int, capacity: int, static: bool, graph: bool) -> None:
-        dev, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
+        dev, dtype = model.transformer.wte.weight.device, model.transformer.wte.weight.dtype
         self.model, self.static, self.graph_wanted = model, static, graph and static
         self.cache = KVCache(model.config, batch, capacity, device=dev, dtype=dtype)
         self.capacity = capacity
@@ -493,6 +504,23 @@ def new_seed() -> int:
     return secrets.randbelow(2**31)
 
 
+QUANTIZE = ("none", "int8")
+
+
+def quantize_int8(model: GPT2) -> GPT2:
+    """A copy of `model` whose `nn.Linear` layers hold int8 weights (PyTorch dynamic quantization).
+
+    Decoding one token reads every weight once, so on a CPU it is bound by memory bandwidth;
+    int8 weights are a quarter of fp32's bytes. Activations are quantized on the fly per
+    batch, so the logits differ slightly from fp32 (greedy tokens can diverge). CPU only.
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # eager-mode quantization is marked for migration to torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
+
+
 class Generator:
     """A loaded model ready to generate many times: `Generator.from_pretrained(MODEL)`.
 
@@ -517,6 +545,7 @@ class Generator:
         self.static_cache = is_cuda if static_cache is None else static_cache
         self.cuda_graph = cuda_graph and is_cuda and self.static_cache
         self._stepper: _Stepper | None = None  # kept between calls when it holds a CUDA graph
+        self.quantize = "none"  # set by from_pretrained
 
     @classmethod
     def from_pretrained(
@@ -525,13 +554,26 @@ class Generator:
         device: str = "auto",
         precision: str = "auto",
         cuda_graph: bool = True,
+        quantize: str = "none",
     ) -> Generator:
-        """Load MODEL (folder, hub id or run folder) onto `device` in `precision`."""
+        """Load MODEL (folder, hub id or run folder) onto `device` in `precision`.
+
+        `quantize="int8"` (CPU only) stores the linear layers' weights in int8; see
+        `quantize_int8`.
+        """
         dev = resolve_device(device)
-        model, tokenizer, folder = load_model(
-            spec, device=dev, dtype=resolve_precision(precision, dev)
-        )
-        return cls(model, tokenizer, folder, cuda_graph=cuda_graph)
+        if quantize == "int8" and dev.type != "cpu":
+            raise UserError(
+                f"--quantize int8 runs on the CPU only; this run is on {dev.type}. "
+                "Drop --quantize (GPUs decode in bf16), or add --device cpu."
+            )
+        dtype = torch.float32 if quantize == "int8" else resolve_precision(precision, dev)
+        model, tokenizer, folder = load_model(spec, device=dev, dtype=dtype)
+        if quantize == "int8":
+            model = quantize_int8(model)
+        generator = cls(model, tokenizer, folder, cuda_graph=cuda_graph)
+        generator.quantize = quantize
+        return generator
 
     @property
     def device(self) -> torch.device:
@@ -852,6 +894,7 @@ def provenance(generator: Generator, config: GenerateConfig, params: GenerationP
         },
         "device": str(generator.device),
         "precision": precision_name(generator.dtype),
+        "quantize": generator.quantize,
         "gpt2kit_version": __version__,
     }
 
@@ -869,7 +912,11 @@ def run_generate(config: GenerateConfig) -> list[Completion]:
     n_rows = len(prompts) * config.num_samples
     stream = config.stream if config.stream is not None else sys.stdout.isatty() and n_rows == 1
     generator = Generator.from_pretrained(
-        config.model, config.device, config.precision, cuda_graph=config.cuda_graph
+        config.model,
+        config.device,
+        config.precision,
+        cuda_graph=config.cuda_graph,
+        quantize=config.quantize,
     )
     seed = config.seed if config.seed is not None else new_seed()
     record_base = provenance(generator, config, params) if config.output else None

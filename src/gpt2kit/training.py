@@ -72,7 +72,8 @@ class TrainConfig:
         None, help="With --init scratch: embedding width (overrides the preset)."
     )
     n_positions: int | None = option(
-        None, help="With --init scratch: context length (overrides the preset)."
+        None,
+        help="With --init scratch: context length (default: --block-size when given, else the preset's).",
     )
     dropout: float | None = option(
         None,
@@ -396,13 +397,22 @@ def _load_data(config: TrainConfig, run_dir: Path, tokenizer_spec: str, block_si
     return prepare(prep, progress=config.progress)
 
 
+def _scratch_context(config: TrainConfig) -> int:
+    """Context of a new model: --n-positions, else --block-size (a model only learns the
+    positions it is trained on), else the preset's."""
+    return (
+        config.n_positions or config.block_size or PRESETS[config.preset].get("n_positions", 1024)
+    )
+
+
 def _scratch_model(config: TrainConfig, tokenizer: Tokenizer) -> GPT2:
     overrides: dict[str, Any] = {
         k: getattr(config, k)
-        for k in ("n_layer", "n_head", "n_embd", "n_positions")
+        for k in ("n_layer", "n_head", "n_embd")
         if getattr(config, k) is not None
     }
     overrides.update(
+        n_positions=_scratch_context(config),
         vocab_size=tokenizer.vocab_size,
         bos_token_id=tokenizer.eos_id,
         eos_token_id=tokenizer.eos_id,
@@ -494,11 +504,7 @@ def train(config: TrainConfig) -> TrainSummary:
         folder = resolve_model(config.init)
         model, tokenizer, _ = load_model(folder, device=device)
         tokenizer_spec = str(folder)
-    n_positions = (
-        model.config.n_positions
-        if model is not None
-        else (config.n_positions or PRESETS[config.preset].get("n_positions", 1024))
-    )
+    n_positions = model.config.n_positions if model is not None else _scratch_context(config)
     block_size = config.block_size or n_positions
     if block_size > n_positions:
         raise UserError(
