@@ -369,6 +369,7 @@ def _is_prepared_dir(path: str) -> bool:
 def _load_data(config: TrainConfig, run_dir: Path, tokenizer_spec: str, block_size: int | None):
     """Prepare (or reuse) the training data and return the `PreparedData`."""
     from gpt2kit.data import PrepareConfig, load_prepared, prepare
+    from gpt2kit.data.report import format_report
 
     sources = list(config.sources)
     if len(sources) == 1 and _is_prepared_dir(sources[0]):
@@ -394,7 +395,9 @@ def _load_data(config: TrainConfig, run_dir: Path, tokenizer_spec: str, block_si
         block_size=block_size,
         batch_size=config.batch_size,
     )
-    return prepare(prep, progress=config.progress)
+    data = prepare(prep, progress=config.progress)
+    print(format_report(data.report, reused=data.reused))  # counts, duplicates, warnings
+    return data
 
 
 def _scratch_context(config: TrainConfig) -> int:
