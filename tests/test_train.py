@@ -26,7 +26,7 @@ TINY = [
     "--init", "scratch", "--preset", "tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
     "--n-positions", "64", "--tokenizer", "bpe:300", "--block-size", "32", "--batch-size", "4",
     "--dropout", "0.1", "--samples", "0", "--eval-every", "20", "--save-every", "10",
-    "--val-fraction", "0.1", "--progress", "false",
+    "--val-fraction", "0.1", "--no-progress",
 ]  # fmt: skip
 
 
@@ -339,3 +339,47 @@ def test_scratch_model_context_follows_block_size(tmp_path, corpus):
     train(cfg)
     config = json.loads((out / "final" / "config.json").read_text())
     assert config["n_positions"] == 32 and config["n_ctx"] == 32
+
+
+def test_resume_reuses_the_prepared_data_and_max_time_counts_per_run(tmp_path, corpus):
+    out = tmp_path / "run"
+    first = run_cli(
+        "train",
+        str(corpus),
+        "--out",
+        str(out),
+        "--max-steps",
+        "100000",
+        "--max-time",
+        "0.05",
+        *TINY,
+    )
+    assert first.returncode == 0, first.stderr
+    stopped_at = json.loads((out / "summary.json").read_text())["steps"]
+    again = run_cli(
+        "train",
+        str(corpus),
+        "--out",
+        str(out),
+        "--max-steps",
+        "100000",
+        "--max-time",
+        "0.05",
+        *TINY,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "is up to date" in again.stdout  # the bpe:300 data was not tokenized again
+    resumed_steps = json.loads((out / "summary.json").read_text())["steps"] - stopped_at
+    assert resumed_steps > 5  # a whole time budget again, not one step
+
+
+def test_list_flags_do_not_swallow_the_sources(tmp_path, corpus):
+    val = tmp_path / "val.txt"
+    val.write_text(SHAKESPEARE.read_text()[5000:6000])
+    out = tmp_path / "run"
+    r = run_cli(
+        "train", "--val", str(val), str(corpus), "--out", str(out), "--max-steps", "1", *TINY
+    )
+    assert r.returncode == 0, r.stderr
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["sources"] == [str(corpus)] and saved["val"] == [str(val)]

@@ -125,13 +125,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if meta.get("short"):
             names.insert(0, meta["short"])
         if base_tp is bool:
-            kwargs["nargs"] = "?"
-            kwargs["const"] = True
-            kwargs.setdefault("metavar", "BOOL")
-            parser.add_argument(*names, type=conv, **kwargs)
+            # `--flag` / `--no-flag`: takes no value, so it never swallows a positional.
+            kwargs.pop("metavar", None)
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kwargs)
         elif is_list:
-            # A repeatable flag: `--stop a --stop b` or `--stop a b`.
-            parser.add_argument(*names, type=conv, nargs="+", action="extend", **kwargs)
+            # A repeatable flag, one value each (`--stop a --stop b`), so it never swallows
+            # the positionals that follow it.
+            parser.add_argument(*names, type=conv, nargs=1, action="extend", **kwargs)
         else:
             parser.add_argument(*names, type=conv, **kwargs)
 

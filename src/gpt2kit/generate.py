@@ -173,7 +173,7 @@ class GenerateConfig:
     stream: bool | None = option(
         None,
         help="Print tokens as they are produced; none: when stdout is a terminal and there is "
-        "one sample to show (--stream false never streams).",
+        "one sample to show (--no-stream never streams).",
     )
     batch_size: int = option(
         16,
@@ -187,7 +187,7 @@ class GenerateConfig:
     )
     cuda_graph: bool = option(
         True,
-        help="On CUDA, capture the one-token decode step in a CUDA graph (false: run it eagerly).",
+        help="On CUDA, capture the one-token decode step in a CUDA graph (--no-cuda-graph: run it eagerly).",
     )
     quantize: str = option(
         "none",

@@ -194,8 +194,12 @@ class TrainConfig:
             p.append(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0 < self.val_fraction < 1:
             p.append(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
-        if self.samples < 0 or self.keep_last < 0 or self.grad_clip < 0 or self.weight_decay < 0:
-            p.append("--samples, --keep-last, --grad-clip and --weight-decay cannot be negative")
+        if self.keep_last < 1:
+            p.append(
+                f"--keep-last must be at least 1 (the newest checkpoint is what resume uses), got {self.keep_last}"
+            )
+        if self.samples < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            p.append("--samples, --grad-clip and --weight-decay cannot be negative")
         if self.compile not in ("auto", "on", "off"):
             p.append(f"--compile must be auto, on or off, got {self.compile!r}")
         if self.init != "scratch" and any(
@@ -391,7 +395,6 @@ def _load_data(config: TrainConfig, run_dir: Path, tokenizer_spec: str, block_si
         val_fraction=config.val_fraction,
         text_column=config.text_column,
         text_field=config.text_field,
-        seed=config.seed,
         block_size=block_size,
         batch_size=config.batch_size,
     )
@@ -459,7 +462,11 @@ def _prepare_run_dir(config: TrainConfig) -> tuple[Path, ckpt_io.Checkpoint | No
             raise UserError(
                 f"--resume {path}: not a complete checkpoint folder (step-NNNNNN with a {ckpt_io.MARKER} marker)."
             )
-        return run_dir, ckpt_io.Checkpoint(path, int(m.group(1)))
+        chosen = ckpt_io.Checkpoint(path, int(m.group(1)))
+        for later in ckpt_io.list_checkpoints(run_dir):
+            if later.step > chosen.step and later.path.resolve() != path.resolve():
+                shutil.rmtree(later.path)  # an abandoned trajectory; resume auto must not pick it
+        return run_dir, chosen
     non_empty = run_dir.is_dir() and any(run_dir.iterdir())
     if config.resume == "never":
         if non_empty:
@@ -495,7 +502,13 @@ def train(config: TrainConfig) -> TrainSummary:
         model, tokenizer, optimizer_state, rng_scaler, state = ckpt_io.load_checkpoint(
             resume_from, device
         )
-        tokenizer_spec = str(resume_from.path)
+        tokenizer_spec = state.get("tokenizer_spec") or str(resume_from.path)
+        if not (
+            tokenizer_spec == "gpt2"
+            or tokenizer_spec.startswith("bpe:")
+            or Path(tokenizer_spec).exists()
+        ):
+            tokenizer_spec = str(resume_from.path)  # e.g. a hub snapshot since removed
         print(f"Resuming from {resume_from.path} (step {resume_from.step}).")
     elif config.init == "scratch":
         from gpt2kit.tokenizer import load_tokenizer
@@ -583,6 +596,7 @@ def train(config: TrainConfig) -> TrainSummary:
         "best_step": None,
         "bad_evals": 0,
         "train_seconds": 0.0,
+        "tokenizer_spec": tokenizer_spec,  # how the data was tokenized, for the same cache on resume
     }
     if resume_from is not None:
         st.update(state)
@@ -592,6 +606,14 @@ def train(config: TrainConfig) -> TrainSummary:
         sampler.epoch, sampler.cursor = st["epoch"], st["cursor"]
         _truncate_metrics(run_dir / "metrics.jsonl", st["step"])
         ckpt_io.restore_rng(rng_scaler["rng"])  # last, after everything that draws numbers
+    else:  # a fresh start: nothing of an earlier, checkpoint-less attempt may look current
+        _truncate_metrics(run_dir / "metrics.jsonl", 0)
+        for stale in ("best", "final", "summary.json", "loss.png"):
+            path = run_dir / stale
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = to_dict(config)
     resolved.update(
@@ -697,6 +719,8 @@ def train(config: TrainConfig) -> TrainSummary:
                 loss_sum = torch.zeros((), device=device)
                 for _ in range(grad_accum):
                     x, y = sampler.next_batch()
+                    if device.type == "cuda":
+                        x, y = x.pin_memory(), y.pin_memory()
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     with autocast:
                         loss = step_model(x, y) / grad_accum
@@ -711,12 +735,14 @@ def train(config: TrainConfig) -> TrainSummary:
                 finite = math.isfinite(loss_value) and (
                     math.isfinite(norm_value) or scaler is not None
                 )
+                if scaler is not None:
+                    # The scaler skips the update itself when the (unscaled) gradients are not
+                    # finite, and must see step() + update() every step to stay consistent.
+                    scaler.step(optimizer)
+                    scaler.update()
+                elif finite:
+                    optimizer.step()
                 if finite:
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
                     nonfinite_in_a_row = 0
                 else:
                     nonfinite_in_a_row += 1
@@ -765,7 +791,7 @@ def train(config: TrainConfig) -> TrainSummary:
 
                 out_of_time = (
                     config.max_time is not None
-                    and (seconds_before + time.time() - t_loop) >= config.max_time * 60
+                    and (time.time() - t_loop) >= config.max_time * 60  # this invocation
                 )
                 is_last = step == total_steps
                 due = step % config.eval_every == 0 or is_last or out_of_time
@@ -851,7 +877,7 @@ def _samples(
     """A few short samples from fixed prompts: the start of a text, and the first val tokens."""
     from gpt2kit.generate import Generator
 
-    gen = Generator(model, tokenizer)
+    gen = Generator(model, tokenizer, cuda_graph=False)
     prompts: list[list[int]] = [[]]
     if len(val_tokens) > 8:
         prompts.append([int(t) for t in val_tokens[:8]])
