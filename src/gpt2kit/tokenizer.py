@@ -107,6 +107,16 @@ def _byte_level(backend: _HFTokenizer) -> _HFTokenizer:
     return backend
 
 
+def _bpe_from_files(folder: Path, name: str) -> Tokenizer:
+    """A GPT-2-style byte-level BPE from a folder's `vocab.json` and `merges.txt`."""
+    backend = _HFTokenizer(
+        models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    )
+    _byte_level(backend)
+    backend.add_special_tokens([EOS_TOKEN])
+    return Tokenizer(backend, name)
+
+
 _GPT2: Tokenizer | None = None
 
 
@@ -114,13 +124,7 @@ def gpt2_tokenizer() -> Tokenizer:
     """GPT-2's own byte-level BPE (50,257 ids), built from the files bundled in the package."""
     global _GPT2
     if _GPT2 is None:
-        folder = _asset("gpt2-tokenizer")
-        backend = _HFTokenizer(
-            models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
-        )
-        _byte_level(backend)
-        backend.add_special_tokens([EOS_TOKEN])
-        _GPT2 = Tokenizer(backend, GPT2_FINGERPRINT_NAME)
+        _GPT2 = _bpe_from_files(_asset("gpt2-tokenizer"), GPT2_FINGERPRINT_NAME)
     return _GPT2
 
 
@@ -158,12 +162,7 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
         if (path / "tokenizer.json").is_file():
             path = path / "tokenizer.json"
         elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-            backend = _HFTokenizer(
-                models.BPE.from_file(str(path / "vocab.json"), str(path / "merges.txt"))
-            )
-            _byte_level(backend)
-            backend.add_special_tokens([EOS_TOKEN])
-            return Tokenizer(backend, str(path))
+            return _bpe_from_files(path, str(path))
         else:
             raise UserError(
                 f"The folder {path} has no tokenizer.json (nor vocab.json + merges.txt). "
