@@ -19,13 +19,11 @@ the very first token, and with --stride equal to --block-size the first token of
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -33,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from gpt2kit.config import option
+from gpt2kit.data.options import SOURCE_OPTIONS, PrepareConfig, same_option
 from gpt2kit.errors import UserError
 from gpt2kit.hf import load_model, weights_hash
 from gpt2kit.model import GPT2
@@ -46,35 +45,6 @@ from gpt2kit.runtime import (
     resolve_precision,
 )
 from gpt2kit.tokenizer import Tokenizer
-
-# How text sources are read is `gpt2kit prepare`'s business; eval offers the same options.
-_SOURCE_OPTIONS = (
-    "text_column",
-    "text_field",
-    "split_on_blank_lines",
-    "separator",
-    "encoding",
-    "errors",
-)
-
-
-def _prepare_field(name: str) -> Any:
-    """The same option as `PrepareConfig.<name>` (default and help), or a plain fallback when
-    the data package is not available."""
-    try:
-        from gpt2kit.data import PrepareConfig
-    except ImportError:  # pragma: no cover - the data package ships with gpt2kit
-        fallback: dict[str, Any] = {
-            "text_column": "text",
-            "text_field": "text",
-            "split_on_blank_lines": False,
-            "separator": None,
-            "encoding": "utf-8",
-            "errors": "strict",
-        }
-        return option(fallback[name], help="How text sources are read (see gpt2kit prepare).")
-    f = {f.name: f for f in dataclasses.fields(PrepareConfig)}[name]
-    return option(f.default, help=f.metadata["help"])
 
 
 @dataclass
@@ -112,12 +82,12 @@ class EvalConfig:
         help=f"Numeric precision: {', '.join(PRECISIONS)}. fp32 (the default) gives figures "
         "comparable with published ones; auto is bf16 on GPUs.",
     )
-    text_column: str = _prepare_field("text_column")
-    text_field: str = _prepare_field("text_field")
-    split_on_blank_lines: bool = _prepare_field("split_on_blank_lines")
-    separator: str | None = _prepare_field("separator")
-    encoding: str = _prepare_field("encoding")
-    errors: Literal["strict", "replace", "ignore"] = _prepare_field("errors")
+    text_column: str = same_option("text_column")
+    text_field: str = same_option("text_field")
+    split_on_blank_lines: bool = same_option("split_on_blank_lines")
+    separator: str | None = same_option("separator")
+    encoding: str = same_option("encoding")
+    errors: Literal["strict", "replace", "ignore"] = same_option("errors")
 
     def __post_init__(self) -> None:
         problems = []
@@ -142,8 +112,6 @@ class EvalConfig:
                 _read_options(self)
             except UserError as e:
                 problems += e.problems or [str(e)]
-            except ImportError:  # pragma: no cover - the data package ships with gpt2kit
-                pass
         if problems:
             raise UserError("Invalid options for eval:", problems)
 
@@ -295,9 +263,7 @@ def unscored_chars(
 
 def _read_options(config: EvalConfig) -> Any:
     """A `PrepareConfig` carrying eval's text-source options, for `iter_documents`."""
-    from gpt2kit.data import PrepareConfig
-
-    values = {name: getattr(config, name) for name in _SOURCE_OPTIONS}
+    values = {name: getattr(config, name) for name in SOURCE_OPTIONS}
     # `out` is required by prepare but unused when only reading documents.
     return PrepareConfig(sources=list(config.sources), out="-", **values)
 
@@ -307,13 +273,11 @@ def _segments(
 ) -> list[tuple[str, np.ndarray | list[int], int]]:
     """What to score: `(description, token ids, chars)` for the joined text sources and for
     each prepared DATA_DIR."""
-    try:
-        from gpt2kit.data import is_prepared_dir, iter_documents, load_prepared
-    except ImportError:  # pragma: no cover - the data package ships with gpt2kit
-        is_prepared_dir = iter_documents = load_prepared = None
+    from gpt2kit.data import is_prepared_dir, iter_documents, load_prepared
+
     text_sources, segments = [], []
     for source in config.sources:
-        if is_prepared_dir is not None and is_prepared_dir(source):
+        if is_prepared_dir(source):
             data = load_prepared(source)
             if data.tokenizer.fingerprint != tokenizer.fingerprint:
                 raise UserError(
@@ -325,23 +289,13 @@ def _segments(
         else:
             text_sources.append(source)
     if text_sources:
-        if iter_documents is not None:
-            documents = list(iter_documents(text_sources, _read_options(config)))
-        else:  # pragma: no cover - plain files only
-            documents = [_read_file(s, config.encoding, config.errors) for s in text_sources]
+        documents = list(iter_documents(text_sources, _read_options(config)))
         text = "\n\n".join(documents)
         ids = tokenizer.encode(text)
         if not ids:
             raise UserError(f"{', '.join(text_sources)}: no text to score.")
         segments.insert(0, (", ".join(text_sources), ids, len(text)))
     return segments
-
-
-def _read_file(path: str, encoding: str, errors: str) -> str:  # pragma: no cover
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{path} does not exist (or is not a file).")
-    return p.read_text(encoding=encoding, errors=errors)
 
 
 def run_eval(config: EvalConfig) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ import yaml
 
 from gpt2kit import checkpoint as ckpt_io
 from gpt2kit.config import option, to_dict
+from gpt2kit.data.options import SOURCE_OPTIONS, same_option
 from gpt2kit.errors import UserError, raise_if_problems
 from gpt2kit.fsutil import atomic_directory, write_text_atomic
 from gpt2kit.hf import load_model, resolve_model, save_model
@@ -86,11 +87,14 @@ class TrainConfig:
     val: list[str] = option(
         [], help="Explicit validation sources (default: a fraction of the training documents)."
     )
-    val_fraction: float = option(
-        0.05, help="Fraction of documents held out for validation when --val is not given."
-    )
-    text_column: str = option("text", help="Column holding the text in .csv/.tsv/.parquet sources.")
-    text_field: str = option("text", help="Field holding the text in .json/.jsonl sources.")
+    val_fraction: float = same_option("val_fraction")
+    # How text sources are read: the same options (defaults, help) as `gpt2kit prepare`.
+    text_column: str = same_option("text_column")
+    text_field: str = same_option("text_field")
+    split_on_blank_lines: bool = same_option("split_on_blank_lines")
+    separator: str | None = same_option("separator")
+    encoding: str = same_option("encoding")
+    errors: Literal["strict", "replace", "ignore"] = same_option("errors")
     block_size: int | None = option(
         None, help="Tokens per training example (default: the model's context, capped by the data)."
     )
@@ -393,8 +397,7 @@ def _load_data(config: TrainConfig, run_dir: Path, tokenizer_spec: str, block_si
         tokenizer=tokenizer_spec,
         val=list(config.val),
         val_fraction=config.val_fraction,
-        text_column=config.text_column,
-        text_field=config.text_field,
+        **{k: getattr(config, k) for k in SOURCE_OPTIONS},
         block_size=block_size,
         batch_size=config.batch_size,
     )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, Literal
 
 from gpt2kit.config import option
 from gpt2kit.errors import raise_if_problems
@@ -116,3 +116,23 @@ class PrepareConfig:
             if value is not None and value < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         raise_if_problems(problems, "Invalid options for prepare:")
+
+
+# The options that say how sources are read into documents (shared by prepare, train, eval).
+SOURCE_OPTIONS = (
+    "text_column",
+    "text_field",
+    "split_on_blank_lines",
+    "separator",
+    "encoding",
+    "errors",
+)
+
+
+def same_option(name: str) -> Any:
+    """A config field with the default and help of `PrepareConfig.<name>`, for commands that
+    offer prepare's options (train, eval) without defaulting them a second time."""
+    f = {f.name: f for f in fields(PrepareConfig)}[name]
+    if f.default_factory is not MISSING:
+        return option(f.default_factory(), help=f.metadata["help"])
+    return option(f.default, help=f.metadata["help"])

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from gpt2kit import __version__
 from gpt2kit.data.encode import Encoder, fast_encoder
-from gpt2kit.data.options import PrepareConfig
+from gpt2kit.data.options import SOURCE_OPTIONS, PrepareConfig
 from gpt2kit.data.report import build_report, format_report
 from gpt2kit.data.sources import (
     PIECE_CHARS,
@@ -498,14 +498,7 @@ def _cache_key(
         "tokenizer": tokenizer_id,
         "sources": fingerprints,
         "split": None if config.val else [config.val_fraction, config.seed],
-        "reading": [
-            config.text_column,
-            config.text_field,
-            config.split_on_blank_lines,
-            config.separator,
-            config.encoding,
-            config.errors,
-        ],
+        "reading": [getattr(config, k) for k in SOURCE_OPTIONS],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -648,17 +641,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
                 "seed": config.seed if plan.method == "random" else None,
                 "description": plan.description,
             },
-            "options": {
-                k: getattr(config, k)
-                for k in (
-                    "text_column",
-                    "text_field",
-                    "split_on_blank_lines",
-                    "separator",
-                    "encoding",
-                    "errors",
-                )
-            },
+            "options": {k: getattr(config, k) for k in SOURCE_OPTIONS},
             "sources": scan.sources,
             "stats": {
                 "encoder": encoder.name,
