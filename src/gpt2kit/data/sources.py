@@ -533,12 +533,8 @@ def _record_value(record: Any, where: str, field: str) -> str | None:
     return _record_text(record[field], where, field, "--text-field")
 
 
-def _jsonl_pieces(
-    blocks: Iterator[str], source: Source, config: PrepareConfig, stats: dict
-) -> Iterator[Piece]:
-    field = config.text_field
-    stats["field"] = field
-    n = skipped = 0
+def _jsonl_records(blocks: Iterator[str], path: Path | None) -> Iterator[tuple[Any, int]]:
+    """The records of a JSON Lines file, one a line (blank lines skipped): `(record, line number)`."""
     for line_no, line in enumerate(_lines(blocks), 1):
         if not line.strip():
             continue
@@ -546,17 +542,9 @@ def _jsonl_pieces(
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(
-                f"{source.path} line {line_no}: invalid JSON ({e.msg} at column {e.colno})."
+                f"{path} line {line_no}: invalid JSON ({e.msg} at column {e.colno})."
             ) from None
-        text = _record_value(record, f"{source.path} line {line_no}", field)
-        if text is None:
-            skipped += 1
-            continue
-        n += 1
-        yield from _emit(text, n)
-    stats["skipped_records"] = skipped
-    if n == 0:
-        raise EmptySource(f"{source.path} has no record with a non-empty {field!r}.")
+        yield record, line_no
 
 
 def _json_records(blocks: Iterator[str], path: Path | None) -> Iterator[tuple[Any, int]]:
@@ -620,13 +608,14 @@ def _json_records(blocks: Iterator[str], path: Path | None) -> Iterator[tuple[An
         raise fail("invalid JSON (extra data after the closing ']').", pos)
 
 
-def _json_pieces(
-    blocks: Iterator[str], source: Source, config: PrepareConfig, stats: dict
+def _record_pieces(
+    records: Iterator[tuple[Any, int]], source: Source, config: PrepareConfig, stats: dict
 ) -> Iterator[Piece]:
+    """One document per record of a .json/.jsonl source: the text of its --text-field."""
     field = config.text_field
     stats["field"] = field
     n = skipped = 0
-    for record, line_no in _json_records(blocks, source.path):
+    for record, line_no in records:
         text = _record_value(record, f"{source.path} line {line_no}", field)
         if text is None:
             skipped += 1
@@ -752,9 +741,11 @@ def read_pieces(
                 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
                 yield from _csv_pieces(blocks, source, config, stats)
             elif source.kind == "jsonl":
-                yield from _jsonl_pieces(blocks, source, config, stats)
+                yield from _record_pieces(
+                    _jsonl_records(blocks, source.path), source, config, stats
+                )
             elif source.kind == "json":
-                yield from _json_pieces(blocks, source, config, stats)
+                yield from _record_pieces(_json_records(blocks, source.path), source, config, stats)
             elif config.split_on_blank_lines:
                 yield from _split_file(blocks, source, _BLANK_LINES, literal=False)
             elif config.separator:
