@@ -10,6 +10,7 @@ through `scaled_dot_product_attention`, and the KV cache is preallocated (`KVCac
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -32,7 +33,9 @@ ACTIVATIONS = {
 }
 
 # Hugging Face `GPT2Config` keys that change nothing in the forward pass of a causal LM
-# (they configure heads we do not have, tokenization, or generation defaults).
+# (they configure heads we do not have, tokenization, generation defaults, or are leftovers of
+# older `transformers` versions still found in hub files). They are ignored silently; any other
+# key is ignored too, as `transformers` does, but named in one note on stderr.
 _IGNORED_HF_KEYS = {
     "architectures",
     "model_type",
@@ -45,15 +48,26 @@ _IGNORED_HF_KEYS = {
     "summary_activation",
     "summary_proj_to_labels",
     "summary_first_dropout",
+    "summary_last_dropout",
+    "classifier_dropout",
+    "hidden_dropout",
     "initializer_range",
     "task_specific_params",
     "n_ctx",
+    "n_special",  # OpenAI GPT's special-token count; GPT-2 has none (gpt2-medium's file)
+    "predict_special_tokens",  # same origin
+    "_num_labels",  # old name of num_labels (distilgpt2's file)
+    "num_labels",
     "_name_or_path",
+    "_commit_hash",
+    "_attn_implementation",
+    "attn_implementation",
     "pad_token_id",
     "unk_token_id",
     "output_past",
     "gradient_checkpointing",
     "return_dict",
+    "use_return_dict",
     "output_hidden_states",
     "output_attentions",
     "id2label",
@@ -78,10 +92,10 @@ _IGNORED_HF_KEYS = {
     "is_encoder_decoder",
     "is_decoder",
     "cross_attention_hidden_size",
+    "tie_encoder_decoder",
     "finetuning_task",
     "tokenizer_class",
     "torchscript",
-    "pruned_heads",
     "tf_legacy_loss",
     "use_bfloat16",
     "typical_p",
@@ -98,6 +112,14 @@ _IGNORED_HF_KEYS = {
     "begin_suppress_tokens",
     "encoder_no_repeat_ngram_size",
     "transformers.js_config",
+}
+
+# Other names `transformers` accepts for GPT-2's own fields (`GPT2Config.attribute_map`).
+_HF_ALIASES = {
+    "hidden_size": "n_embd",
+    "max_position_embeddings": "n_positions",
+    "num_attention_heads": "n_head",
+    "num_hidden_layers": "n_layer",
 }
 
 
@@ -155,7 +177,13 @@ class GPT2Config:
 
     @classmethod
     def from_hf_dict(cls, d: dict) -> GPT2Config:
-        """Build a config from a Hugging Face `config.json` dict, refusing what we cannot compute."""
+        """Build a config from a Hugging Face `config.json` dict, refusing what we cannot compute.
+
+        Refused: another `model_type`, cross-attention, pruned heads, values that contradict
+        each other, and (in `__post_init__`) unsupported values. Keys that do not change a causal
+        LM's forward pass are ignored, as `transformers`' GPT-2 ignores them; keys we do not
+        know are ignored as well and named in one note on stderr.
+        """
         problems = []
         if d.get("model_type", "gpt2") != "gpt2":
             problems.append(
@@ -163,24 +191,43 @@ class GPT2Config:
             )
         if d.get("add_cross_attention"):
             problems.append("add_cross_attention=true (encoder-decoder GPT-2) is not supported")
+        if d.get("pruned_heads"):
+            problems.append(
+                f"pruned_heads={d['pruned_heads']!r}: models with pruned attention heads are not supported"
+            )
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        unknown = sorted(
-            k
-            for k in d
-            if k not in known and k not in _IGNORED_HF_KEYS and k != "add_cross_attention"
-        )
-        if unknown:
-            problems.append(f"unknown configuration keys: {', '.join(unknown)}")
+        for alias, name in _HF_ALIASES.items():
+            if alias not in d:
+                continue
+            if name in kwargs and kwargs[name] != d[alias]:
+                problems.append(
+                    f"{alias}={d[alias]!r} and {name}={kwargs[name]!r} disagree "
+                    f"(both set the same size; keep one)"
+                )
+            kwargs[name] = d[alias]
         if kwargs.get("bos_token_id") is None:
             kwargs.pop("bos_token_id", None)
         if kwargs.get("eos_token_id") is None:
             kwargs.pop("eos_token_id", None)
-        if problems:
+        config = None
+        try:
+            config = cls(**kwargs)
+        except UserError as e:  # unsupported values: reported with the problems above
+            problems += e.problems
+        if problems or config is None:
             raise UserError(
                 "The model's config.json describes a model gpt2kit cannot run:", problems
             )
-        return cls(**kwargs)
+        handled = (
+            known | _IGNORED_HF_KEYS | _HF_ALIASES.keys() | {"add_cross_attention", "pruned_heads"}
+        )
+        unknown = sorted(k for k in d if k not in handled)
+        if unknown:
+            sys.stderr.write(
+                f"gpt2kit: note: ignored config.json keys that GPT-2 does not use: {', '.join(unknown)}\n"
+            )
+        return config
 
     def to_hf_dict(self) -> dict:
         """The `config.json` content that `transformers` loads as a `GPT2LMHeadModel`."""
