@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_cli
+from conftest import SHAKESPEARE, run_cli
 from gpt2kit.cli import COMMANDS, main
 
 
@@ -34,6 +36,26 @@ def test_every_flag_of_every_command_has_help(cmd, capsys):
             assert (f.metadata.get("metavar") or f.name) in out
         else:
             assert "--" + f.name.replace("_", "-") in out, f.name
+
+
+def test_prepare_never_imports_pytorch(tmp_path):
+    """`prepare` (its --help and a real run) loads neither PyTorch nor the other commands."""
+    (tmp_path / "book.txt").write_text(SHAKESPEARE.read_text()[:20_000])
+    code = f"""
+import sys
+from gpt2kit.cli import main
+try:
+    main(["prepare", "--help"])
+except SystemExit as e:
+    assert e.code == 0, e.code
+assert "torch" not in sys.modules, "prepare --help imported torch"
+status = main(["prepare", {str(tmp_path / "book.txt")!r}, "--out", {str(tmp_path / "data")!r}])
+assert status == 0, status
+assert "torch" not in sys.modules, "prepare imported torch"
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "train.bin").is_file()
 
 
 def test_python_dash_m_and_version():

@@ -62,8 +62,12 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, one sub-parser per command."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every command listed, only `command`'s flags built.
+
+    Building a command's flags imports its module (and so, for most, PyTorch); the others
+    appear by name and summary only, so `gpt2kit prepare` never loads what it does not use.
+    """
     parser = argparse.ArgumentParser(
         prog="gpt2kit",
         description="Turn your own text into a GPT-2 text generator: prepare data, fine-tune or "
@@ -74,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpt2kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for cmd in COMMANDS:
+        if cmd.name != command:
+            sub.add_parser(cmd.name, help=cmd.summary)
+            continue
         module = importlib.import_module(cmd.module)
         config_cls = getattr(module, cmd.config)
         doc = inspect.cleandoc(getattr(module, cmd.function).__doc__ or "")
@@ -91,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `gpt2kit` console script; returns the process exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # The command is the first argument (the top level has only --help and --version).
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
