@@ -113,3 +113,11 @@ def test_yaml_config_is_read_and_flags_win(tmp_path, hf_model_dir):
     bad.write_text("temprature: 0\n")
     r = run_cli("generate", str(hf_model_dir), "Hello", "--config", str(bad))
     assert r.returncode == 2 and "unknown keys: temprature" in r.stderr
+
+
+def test_hf_source_without_datasets_names_the_packages_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError
+    status = main(["prepare", "hf:someone/corpus", "--out", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "pip install datasets pyarrow" in err and "gpt2kit[data]" not in err

@@ -680,7 +680,7 @@ def _hf_pieces(source: Source, config: PrepareConfig, stats: dict) -> Iterator[P
         import datasets
     except ImportError:
         raise UserError(
-            f"Reading {source.name} needs the Hugging Face `datasets` library: {DATA_EXTRA}."
+            f"Reading {source.name} needs the Hugging Face `datasets` library: pip install datasets pyarrow (gpt2kit's `data` extra)."
         ) from None
     column = config.text_column
     stats["column"] = column
