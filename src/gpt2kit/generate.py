@@ -192,8 +192,8 @@ class GenerateConfig:
     quantize: str = option(
         "none",
         help="CPU only: 'int8' stores the linear layers' weights as int8 (dynamic quantization), "
-        "reading 4x fewer bytes per token: about 2.5x faster decoding, tokens may differ "
-        "slightly from fp32. 'none' keeps full precision.",
+        "reading 4x fewer bytes per token: about 3x faster decoding (2.7-3.2x measured at "
+        "batch 1), tokens may differ slightly from fp32. 'none' keeps full precision.",
     )
 
     def __post_init__(self) -> None:
