@@ -1,14 +1,18 @@
 """The `gpt2kit` command line: sub-commands mapped to plain library functions.
 
 Each sub-command is a config dataclass (its flags, see `gpt2kit.config`) and a function that
-takes it. A `UserError` becomes a one-paragraph message on stderr and exit status 2.
+takes it. A `UserError` becomes a one-paragraph message on stderr and exit status 2, and so
+does an OS error that the user's environment caused (a full disk, a read-only or misplaced
+output path; see `environment_error`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import inspect
+import os
 import sys
 from typing import NamedTuple
 
@@ -23,6 +27,7 @@ class Command(NamedTuple):
     config: str  # the config dataclass
     function: str  # called with the built config
     summary: str
+    output: str = "the output path"  # the flag naming where it writes, for messages
 
 
 COMMANDS = [
@@ -32,6 +37,7 @@ COMMANDS = [
         "PrepareConfig",
         "run_prepare",
         "Tokenize text sources into a cached token file, with a data report.",
+        "--out",
     ),
     Command(
         "train",
@@ -39,6 +45,7 @@ COMMANDS = [
         "TrainConfig",
         "run_train",
         "Fine-tune GPT-2 or train from scratch, with exact crash-safe resume.",
+        "--out",
     ),
     Command(
         "generate",
@@ -46,6 +53,7 @@ COMMANDS = [
         "GenerateConfig",
         "run_generate",
         "Continue a prompt with a model (greedy or sampled).",
+        "--output",
     ),
     Command(
         "eval",
@@ -55,6 +63,40 @@ COMMANDS = [
         "Measure loss, perplexity and bits per character of a model on text.",
     ),
 ]
+
+
+# OS errors caused by where the user asked gpt2kit to write, not by a bug, and what to do about
+# each ({out} is the command's output flag). The first four mean the output cannot be written
+# whatever the call; the others only count when the error names a path.
+_ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "The disk is full: free some space, or point {out} at another disk.",
+    errno.EDQUOT: "Your disk quota is used up: free some space, or point {out} at another disk.",
+    errno.EROFS: "That file system is read-only: point {out} at a writable folder.",
+    errno.EFBIG: "That file system cannot hold a file this large: point {out} at another disk.",
+    errno.EACCES: "Check the permissions of that path, or point {out} at a folder you can write to.",
+    errno.EPERM: "Check the permissions of that path, or point {out} at a folder you can write to.",
+    errno.ENOTDIR: "Part of that path is a file, not a folder: choose another {out}, or move the "
+    "file away.",
+    errno.EEXIST: "A file is in the way where a folder is needed: choose another {out}, or move "
+    "the file away.",
+    errno.EISDIR: "That path is a folder where a file is expected: give {out} a file name.",
+    errno.ENAMETOOLONG: "Choose a shorter {out}.",
+}
+_WITHOUT_PATH = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def environment_error(e: OSError, output: str) -> str | None:
+    """The message for an OS error caused by the user's environment, or None for any other.
+
+    It names the path, the system's reason and the fix; `output` is the flag that chose
+    where the command writes. Errors that could be bugs (no path, other codes) give None.
+    """
+    fix = _ENVIRONMENT_ERRORS.get(e.errno)
+    if fix is None or (e.filename is None and e.errno not in _WITHOUT_PATH):
+        return None
+    reason = e.strerror or os.strerror(e.errno)
+    where = f"{e.filename}: {reason}" if e.filename is not None else f"{reason} while writing"
+    return f"{where}. {fix.format(out=output)}"
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -119,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `gpt2kit generate ... | head`
         return 0
+    except OSError as e:  # a full disk, a read-only --out, ...: the user's to fix, not a bug
+        message = environment_error(e, cmd.output)
+        if message is None:
+            raise
+        sys.stderr.write(f"gpt2kit {cmd.name}: error: {message}\n")
+        return 2
     return status if isinstance(status, int) else 0
 
 
