@@ -15,6 +15,7 @@ from gpt2kit.generate import (
     GenerationParams,
     apply_repetition_penalty,
     ngram_bans,
+    sample_seed,
     sample_token,
     warp_logits,
 )
@@ -102,7 +103,8 @@ def test_ngram_bans_ignore_padding():
 
 def test_sample_token_draws_like_torch_multinomial():
     probs = torch.softmax(torch.randn(5, 1000) * 2, dim=-1)
-    a = sample_token(probs, torch.Generator().manual_seed(3))
+    noise = torch.empty_like(probs).exponential_(1, generator=torch.Generator().manual_seed(3))
+    a = sample_token(probs, noise)
     b = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(3)).squeeze(1)
     assert torch.equal(a, b)
 
@@ -150,22 +152,28 @@ def test_each_control_matches_hf_generate_and_changes_the_output(peaky, sample, 
 
 
 def test_batched_sampling_of_different_lengths_matches_hf(peaky):
+    """Each row of a left-padded batch samples what HF samples for that padded row with the
+    row's own seed (one generator per row: a row's draws do not depend on the others)."""
     hf, gen, folder = peaky
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     tok.pad_token, tok.padding_side = tok.eos_token, "left"
     prompts = ["Hi", "A much longer prompt than the first one", "Three words here"]
     enc = tok(prompts, return_tensors="pt", padding=True)
-    torch.manual_seed(11)
-    with torch.no_grad():
-        ref = hf.generate(
-            **enc,
-            do_sample=True,
-            top_p=0.85,
-            top_k=0,
-            max_new_tokens=10,
-            eos_token_id=None,
-            pad_token_id=tok.eos_token_id,
-        )[:, enc.input_ids.shape[1] :].tolist()
+    ref = []
+    for i in range(len(prompts)):
+        torch.manual_seed(sample_seed(11, i, 0))
+        with torch.no_grad():
+            out = hf.generate(
+                input_ids=enc.input_ids[i : i + 1],
+                attention_mask=enc.attention_mask[i : i + 1],
+                do_sample=True,
+                top_p=0.85,
+                top_k=0,
+                max_new_tokens=10,
+                eos_token_id=None,
+                pad_token_id=tok.eos_token_id,
+            )
+        ref.append(out[0, enc.input_ids.shape[1] :].tolist())
     ours = gen.generate_ids(
         [gen.tokenizer.encode(p) for p in prompts], 10, 1.0, seed=11, stop_at_eos=False, top_p=0.85
     )
@@ -206,6 +214,55 @@ def test_batch_size_splits_prompts_but_keeps_each_row_correct(peaky):
     assert [(c.prompt_index, c.sample_index) for c in one] == [
         (p, s) for p in range(3) for s in range(2)
     ]
+
+
+def test_seeded_samples_do_not_depend_on_how_the_rows_are_batched(peaky):
+    """The same seed gives the same samples whether all rows are one batch or split over
+    several, even when a prompt's samples land in different batches."""
+    _, gen, _ = peaky
+    prompts = ["Hi", "A much longer prompt than the first one", "Three words here", "Four"]
+    kw = dict(max_new_tokens=10, seed=5, num_samples=2, top_k=40, ignore_eos=True)
+    whole = gen.generate(prompts, **kw)
+    assert len({tuple(c.token_ids) for c in whole}) == 8  # every sample is its own draw
+    for batch_size in (1, 2, 3, 4):
+        split = gen.generate(prompts, batch_size=batch_size, **kw)
+        assert [c.token_ids for c in split] == [c.token_ids for c in whole], batch_size
+    # A sample is the same as its prompt drawn alone with that sample's own seed.
+    for c in whole:
+        seed = sample_seed(5, c.prompt_index, c.sample_index)
+        (alone,) = gen.generate(c.prompt, **{**kw, "seed": seed, "num_samples": 1})
+        assert alone.token_ids == c.token_ids
+    assert sample_seed(5, 0, 0) == 5  # so one prompt, one sample: the seed itself
+
+
+def test_cli_seeded_samples_are_the_same_for_any_batch_size(tmp_path, peaky):
+    _, _, folder = peaky
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hi\nA much longer prompt than the first one\nThree words here\n")
+    texts = []
+    for batch_size in ("1", "4"):
+        out = tmp_path / f"out{batch_size}.jsonl"
+        r = run_cli(
+            "generate",
+            str(folder),
+            "--prompts-file",
+            str(prompts),
+            "--num-samples",
+            "2",
+            "--seed",
+            "9",
+            "--max-new-tokens",
+            "8",
+            "--ignore-eos",
+            "--batch-size",
+            batch_size,
+            "--output",
+            str(out),
+        )
+        assert r.returncode == 0, r.stderr
+        texts.append([json.loads(line)["text"] for line in out.read_text().splitlines()])
+    assert len(texts[0]) == 6 and len(set(texts[0])) == 6
+    assert texts[0] == texts[1]
 
 
 def _spanning_stop(gen: Generator, ids: list[int]) -> tuple[str, int]:

@@ -157,7 +157,9 @@ class GenerateConfig:
         help="Random seed: the same seed and options give the same text (none: a fresh random "
         "seed, recorded in --output).",
     )
-    num_samples: int = option(1, help="How many samples to draw per prompt, decoded as one batch.")
+    num_samples: int = option(
+        1, help="How many samples to draw per prompt, each with its own seed derived from --seed."
+    )
     prompts_file: str | None = option(
         None,
         help="Read prompts from a file: one prompt a line, or JSONL (.jsonl/.json: a JSON "
@@ -177,8 +179,8 @@ class GenerateConfig:
     )
     batch_size: int = option(
         16,
-        help="Rows decoded together when there are several prompts; a prompt's samples always "
-        "share one batch.",
+        help="Rows (samples of any prompt) decoded together; it changes the speed and memory "
+        "use, not the samples a --seed gives.",
     )
     device: str = option("auto", help=f"Where to run: {', '.join(DEVICES)}.")
     precision: str = option(
@@ -324,11 +326,53 @@ def warp_logits(
     return logits
 
 
-def sample_token(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One token per row from `probs` (B, V), drawn exactly as `torch.multinomial(probs, 1)`
-    draws it with generator `gen` (argmax of p / Exp(1) noise) but without its host sync."""
-    noise = torch.empty_like(probs).exponential_(1, generator=gen)
+def sample_token(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """One token per row from `probs` (B, V) given Exponential(1) `noise` (B, V): the argmax of
+    p / noise, which is how `torch.multinomial(probs, 1)` draws (its noise drawn from its
+    generator), without its host sync."""
     return (probs / noise).argmax(dim=-1)
+
+
+# Odd 64-bit constants (their low 32 bits, all a CPU generator uses, are odd too), so the
+# samples of one prompt never share a seed.
+_PROMPT_STRIDE = 0xD1B54A32D192ED03
+_SAMPLE_STRIDE = 0x9E3779B97F4A7C15
+
+
+def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """The seed of one sample: `seed` itself for the first sample of the first prompt, else
+    `seed` shifted by fixed odd multiples of the indices (modulo 2**64).
+
+    Each sample draws its noise from its own generator seeded this way, so what it draws does
+    not depend on which rows share its batch, and prompt `p` generated alone with
+    `seed=sample_seed(seed, p, s)` gives sample `s` again.
+    """
+    return (seed + prompt_index * _PROMPT_STRIDE + sample_index * _SAMPLE_STRIDE) % 2**64
+
+
+class _Noise:
+    """The Exponential(1) noise of sampling: one generator, and so one stream, per row.
+
+    Each row draws `steps` steps of noise at once with one call (B calls every `steps` steps);
+    on the CPU a block of draws equals the same draws made one step at a time, and one step
+    per call keeps the buffer small. On other devices 8 steps at once keep the per-row calls
+    out of most steps. Either way a row's noise depends only on its seed and the step.
+    """
+
+    def __init__(self, seeds: list[int], vocab: int, device: torch.device) -> None:
+        self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.steps = 1 if device.type == "cpu" else 8
+        self.block = torch.empty((len(seeds), self.steps, vocab), device=device)  # (B, K, V)
+        self.t = 0
+
+    def next(self) -> torch.Tensor:
+        """The noise of the next step (B, V)."""
+        k = self.t % self.steps
+        if k == 0:
+            for row, gen in zip(self.block, self.gens, strict=True):
+                row.exponential_(1, generator=gen)
+        self.t += 1
+        return self.block[:, k]
 
 
 # --------------------------------------------------------------------------- decoding engine
@@ -610,7 +654,9 @@ class Generator:
             ignore_eos=not stop_at_eos,
             **controls,
         )
-        rows = _drain(self._run(prompts, params, self._rng(seed), False), None)
+        seed = new_seed() if seed is None else seed
+        seeds = [sample_seed(seed, i, 0) for i in range(len(prompts))]
+        rows = _drain(self._run(prompts, params, seeds, False), None)
         return [(r.ids, r.finish) for r in rows]
 
     def iter_generate(
@@ -631,14 +677,15 @@ class Generator:
         texts = [prompts] if isinstance(prompts, str) else list(prompts)
         ids = self.tokenizer.encode_batch(texts) if texts else []
         seed = new_seed() if seed is None else seed
-        gen = self._rng(seed)
         rows = [(p, s) for p in range(len(texts)) for s in range(num_samples)]
-        per_batch = max(1, (batch_size or len(rows)) // num_samples) * num_samples
+        per_batch = batch_size or len(rows)
         for first in range(0, len(rows), per_batch):
             chunk = rows[first : first + per_batch]
             callback = None if on_text is None else (lambda i, t, o=first: on_text(o + i, t))
+            seeds = [sample_seed(seed, p, s) for p, s in chunk]
             done = _drain(
-                self._run([ids[p] for p, _ in chunk], params, gen, on_text is not None), callback
+                self._run([ids[p] for p, _ in chunk], params, seeds, on_text is not None),
+                callback,
             )
             for (p, s), row in zip(chunk, done, strict=True):
                 yield Completion(
@@ -667,9 +714,9 @@ class Generator:
 
         Controls come from `params` and/or keyword arguments named as `GenerationParams`
         fields (`max_new_tokens=50, temperature=0.8, top_p=0.9, stop=["\\n\\n"]`). All rows are
-        one batch unless `batch_size` is given (a prompt's samples always share a batch). The
-        same `seed` gives the same completions; `on_text(index, piece)` receives each
-        completion's text as it is produced.
+        one batch unless `batch_size` is given. The same `seed` gives the same completions
+        however the rows are batched (each sample has its own generator, see `sample_seed`);
+        `on_text(index, piece)` receives each completion's text as it is produced.
         """
         return list(
             self.iter_generate(
@@ -693,16 +740,12 @@ class Generator:
     ) -> Iterator[str]:
         """Yield the continuation of `prompt` piece by piece as it is generated."""
         params = dataclasses.replace(params or GenerationParams(), **controls)
-        run = self._run([self.tokenizer.encode(prompt)], params, self._rng(seed), True)
+        seed = new_seed() if seed is None else seed
+        run = self._run([self.tokenizer.encode(prompt)], params, [seed], True)
         for _, piece in run:
             yield piece
 
     # -- internals
-
-    def _rng(self, seed: int | None) -> torch.Generator:
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(new_seed() if seed is None else seed)
-        return gen
 
     def _get_stepper(self, batch: int, capacity: int) -> _Stepper:
         s = self._stepper
@@ -723,10 +766,11 @@ class Generator:
         self,
         prompts: list[list[int]],
         params: GenerationParams,
-        gen: torch.Generator,
+        seeds: list[int],
         want_text: bool,
     ) -> PyGenerator[tuple[int, str], None, list[_Row]]:
-        """Decode one batch. Yields `(row, new_text)` when `want_text`; returns the rows."""
+        """Decode one batch, row i sampling with `seeds[i]`. Yields `(row, new_text)` when
+        `want_text`; returns the rows."""
         dev, eos = self.device, self.tokenizer.eos_id
         n_ctx = self.model.config.n_positions
         prompts = [p if p else [eos] for p in prompts]
@@ -744,6 +788,7 @@ class Generator:
         start = max(0, P - n_ctx)
         logits = stepper.prefill(seq[:, start:P], real[:, start:P])  # (B, V)
         V = logits.size(-1)
+        noise = None if params.greedy else _Noise(seeds, V, dev)
 
         seen = None
         if params.repetition_penalty != 1.0:  # (B, V+1): column V collects the padding
@@ -778,7 +823,7 @@ class Generator:
                 scores = warp_logits(
                     scores, params.temperature, params.top_k, params.top_p, params.min_p
                 )
-                token = sample_token(scores.softmax(dim=-1), gen)
+                token = sample_token(scores.softmax(dim=-1), noise.next())
             seq[:, P + t] = token
             steps = t + 1
             if seen is not None:
