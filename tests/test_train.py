@@ -130,6 +130,51 @@ def test_resume_after_sigkill_gives_bit_identical_weights(tmp_path, corpus, faul
     assert steps == sorted(set(steps)), "metrics of redone steps are not duplicated"
 
 
+# GPT-2's 50,257-token vocabulary, the `tiny` preset's width, and clipping on every step.
+GPT2_VOCAB = [
+    "--init", "scratch", "--preset", "tiny", "--tokenizer", "gpt2", "--block-size", "64",
+    "--batch-size", "4", "--grad-clip", "0.05", "--lr", "3e-3", "--dropout", "0.1",
+    "--samples", "1", "--sample-tokens", "4", "--eval-every", "10", "--save-every", "5",
+    "--log-every", "1", "--val-fraction", "0.1", "--no-progress",
+]  # fmt: skip
+
+
+def test_loaded_parameters_have_a_fresh_models_layout(tmp_path, hf_model_dir):
+    """A parameter read from a file must be laid out as a new model's is (contiguous, same
+    strides, 64-byte aligned): CPU matmul results depend on both, so resume would drift."""
+    from gpt2kit.hf import load_model
+
+    model, _, _ = load_model(hf_model_dir)
+    fresh = train_mod.GPT2(model.config)
+    fresh_params = dict(fresh.named_parameters())
+    for name, p in model.named_parameters():
+        assert p.is_contiguous(), name
+        assert p.stride() == fresh_params[name].stride(), name
+        assert p.data_ptr() % 64 == 0, f"{name} is not 64-byte aligned"
+
+
+def test_resume_is_exact_with_gpt2_vocabulary_clipping_and_a_kill_after_evaluation(
+    tmp_path, corpus
+):
+    ref, crashed = tmp_path / "ref", tmp_path / "crashed"
+    args = ["train", str(corpus), "--max-steps", "25", *GPT2_VOCAB]
+    r = run_cli(*args, "--out", str(ref))
+    assert r.returncode == 0, r.stderr
+    # killed as step 13 starts: right after the evaluation and checkpoint of step 10
+    r = _run_with_fault("step:12", [*args, "--out", str(crashed)])
+    assert r.returncode == -signal.SIGKILL
+    r = run_cli(*args, "--out", str(crashed))
+    assert r.returncode == 0, r.stderr
+    assert "step-000010" in r.stdout
+    clipped = [
+        m
+        for m in map(json.loads, (ref / "metrics.jsonl").read_text().splitlines())
+        if m["type"] == "train" and m["step"] > 10
+    ]
+    assert all(m["grad_norm"] > 0.05 for m in clipped)  # clipping was active after the resume
+    _assert_same_weights(_weights(ref), _weights(crashed))
+
+
 def test_sigterm_saves_a_complete_checkpoint_and_exits_143(tmp_path, corpus):
     out = tmp_path / "run"
     cmd = [

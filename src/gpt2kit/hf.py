@@ -115,7 +115,7 @@ def _from_hf_names(state: dict[str, torch.Tensor], config: GPT2Config) -> dict[s
         if not name.startswith(("transformer.", "lm_head.")):
             name = "transformer." + name  # the original `gpt2` checkpoints omit the prefix
         if name.endswith(_CONV1D):
-            tensor = tensor.t()
+            tensor = tensor.t()  # a view; load_model copies it into a fresh (out, in) layout
         out[name] = tensor
     if config.tie_word_embeddings:
         out.pop("lm_head.weight", None)
@@ -162,10 +162,15 @@ def load_model(
                 f"The weight {name} in {folder} has shape {tuple(tensor.shape)}, "
                 f"but config.json implies {tuple(shape)}."
             )
-    model.load_state_dict(state, strict=False, assign=True)
+    # Fresh allocations, as a newly built model has: a tensor read from a file can sit at any
+    # address, and CPU BLAS results depend on alignment, so a resumed run would drift by ULPs.
+    fresh = {
+        name: torch.empty(t.shape, dtype=dtype, device=device).copy_(t) for name, t in state.items()
+    }
+    model.load_state_dict(fresh, strict=False, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.transformer.wte.weight
-    model.to(device=device, dtype=dtype).eval()
+    model.eval()
     tokenizer = _folder_tokenizer(folder, config)
     return model, tokenizer, folder
 
