@@ -151,3 +151,16 @@ def test_prepared_data_dir_scores_its_validation_split(tmp_path, tiny):
     assert out["loss"] == pytest.approx(nats / scored, rel=1e-5)
     first = prepared.tokenizer.decode([int(prepared.val[0])])
     assert out["chars"] == prepared.meta["val_chars"] - len(first)
+
+
+def test_eval_defaults_work_on_a_model_with_a_short_context(tmp_path):
+    """The stride defaults to half the window (at most 512): a 64-token model needs no flags."""
+    folder = tmp_path / "short"
+    make_hf_model(folder, n_positions=64)
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    r = run_cli("eval", str(folder), str(text), "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["block_size"] == 64 and result["stride"] == 32
+    assert EvalConfig(model="m", sources=["x"]).stride is None

@@ -261,7 +261,11 @@ def test_non_finite_loss_never_updates_the_weights(tmp_path, corpus, monkeypatch
 
 def test_early_stopping_and_retention_keep_the_best(tmp_path, corpus, monkeypatch):
     losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])  # best at the 2nd evaluation (step 4)
-    monkeypatch.setattr(train_mod, "evaluate_tokens", lambda *a, **k: (next(losses), 100))
+    monkeypatch.setattr(
+        train_mod,
+        "evaluate_ids",
+        lambda *a, **k: {"loss": (loss := next(losses)), "bits_per_char": loss, "tokens": 100},
+    )
     out = tmp_path / "run"
     summary = train(_api_config(corpus, out, max_steps=100, patience=3, keep_last=1, save_every=2))
     assert summary.stopped == "early_stopping" and summary.steps == 10
@@ -309,8 +313,10 @@ def test_finetune_from_transformers_folder_lowers_val_loss(tmp_path, corpus):
     from gpt2kit.hf import load_model
 
     data = load_prepared(out / "data")
-    base, _, _ = load_model(tmp_path / "base")
-    before, _ = train_mod.evaluate_tokens(base, data.val, 32, 4, torch.device("cpu"))
+    from gpt2kit.evaluate import evaluate_ids
+
+    base, tokenizer, _ = load_model(tmp_path / "base")
+    before = evaluate_ids(base, tokenizer, data.val, data.meta["val_chars"], 32, 32)["loss"]
     assert summary.best_val_loss < before - 0.5
     _, info = transformers.AutoModelForCausalLM.from_pretrained(
         out / "final", output_loading_info=True
@@ -428,3 +434,26 @@ def test_list_flags_do_not_swallow_the_sources(tmp_path, corpus):
     assert r.returncode == 0, r.stderr
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["sources"] == [str(corpus)] and saved["val"] == [str(val)]
+
+
+def test_training_validation_equals_gpt2kit_eval_of_the_run(tmp_path, corpus):
+    """One scorer: the figures in summary.json are what `gpt2kit eval RUN_DIR DATA_DIR` says
+    with the same windows (disjoint, of the block size), for the best and the final model."""
+    out = tmp_path / "run"
+    r = run_cli("train", str(corpus), "--out", str(out), "--max-steps", "12", *TINY)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    last = summary["last_eval"]
+    assert last["val_stride"] == 32
+    for model, loss, bpc in [
+        (out, summary["best_val_loss"], summary["best_val_bpc"]),
+        (out / "final", last["val_loss"], last["val_bpc"]),
+    ]:
+        e = run_cli(
+            "eval", str(model), str(out / "data"), "--block-size", "32", "--stride", "32", "--json"
+        )
+        assert e.returncode == 0, e.stderr
+        scores = json.loads(e.stdout)
+        assert scores["loss"] == pytest.approx(loss, rel=1e-5)
+        assert scores["bits_per_char"] == pytest.approx(bpc, rel=1e-5)
+        assert scores["tokens"] == last["val_tokens"]

@@ -63,10 +63,11 @@ class EvalConfig:
         positional=True,
         metavar="SOURCE|DATA_DIR",
     )
-    stride: int = option(
-        512,
+    stride: int | None = option(
+        None,
         help="Tokens between the starts of two windows; each window scores only its last "
-        "STRIDE tokens (equal to --block-size: disjoint blocks).",
+        "STRIDE tokens (equal to --block-size: disjoint blocks). Default: half the window, "
+        "at most 512.",
     )
     block_size: int | None = option(
         None, help="Window length in tokens; none: the model's context (1,024 for GPT-2)."
@@ -93,11 +94,15 @@ class EvalConfig:
         problems = []
         if not self.sources:
             problems.append("give at least one SOURCE (a text file, ...) or a prepared DATA_DIR")
-        if self.stride < 1:
+        if self.stride is not None and self.stride < 1:
             problems.append(f"--stride must be at least 1, got {self.stride}")
         if self.block_size is not None and self.block_size < 2:
             problems.append(f"--block-size must be at least 2, got {self.block_size}")
-        if self.block_size is not None and self.stride > self.block_size:
+        if (
+            self.block_size is not None
+            and self.stride is not None
+            and self.stride > self.block_size
+        ):
             problems.append(
                 f"--stride ({self.stride}) cannot exceed --block-size ({self.block_size}): "
                 "tokens between windows would never be scored"
@@ -117,6 +122,12 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------- the library
+
+
+def default_stride(block_size: int) -> int:
+    """The stride used when none is given: half the window (at least 1), at most 512, so
+    every token has at least half a window of context and any model's defaults work."""
+    return max(1, min(512, block_size // 2))
 
 
 def sliding_windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int, int]]:
@@ -141,7 +152,7 @@ def sliding_windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[i
 def score_tokens(
     model: GPT2,
     ids: Sequence[int] | np.ndarray | torch.Tensor,
-    stride: int = 512,
+    stride: int | None = None,
     block_size: int | None = None,
     batch_size: int = 4,
     progress: bool = False,
@@ -149,10 +160,12 @@ def score_tokens(
     """Total negative log-likelihood (nats) of `ids` under `model`, with a sliding window.
 
     Returns `(nats, scored)`: the summed loss and the number of tokens scored (all but the
-    first, see `sliding_windows`). Windows of equal length are batched `batch_size` at a time; the result does not
-    depend on the batch size beyond float rounding.
+    first, see `sliding_windows`). Windows of equal length are batched `batch_size` at a time;
+    the result does not depend on the batch size beyond float rounding. `stride` defaults to
+    `default_stride(block_size)`.
     """
     block = block_size or model.config.n_positions
+    stride = stride or default_stride(block)
     if block > model.config.n_positions:
         raise UserError(
             f"--block-size {block} exceeds the model's context of {model.config.n_positions}."
@@ -208,7 +221,7 @@ def evaluate_text(
     model: GPT2,
     tokenizer: Tokenizer,
     text: str,
-    stride: int = 512,
+    stride: int | None = None,
     block_size: int | None = None,
     batch_size: int = 4,
     max_tokens: int | None = None,
@@ -216,7 +229,7 @@ def evaluate_text(
 ) -> dict[str, float | int]:
     """Score `text`; returns `loss` (nats/token), `perplexity`, `bits_per_char`,
     `bits_per_token`, `tokens` (scored) and `chars` (covered by the scored tokens)."""
-    return _evaluate_ids(
+    return evaluate_ids(
         model,
         tokenizer,
         tokenizer.encode(text),
@@ -229,24 +242,31 @@ def evaluate_text(
     )
 
 
-def _evaluate_ids(
+def evaluate_ids(
     model: GPT2,
     tokenizer: Tokenizer,
     ids: Sequence[int] | np.ndarray,
     chars: int,
-    stride: int,
-    block_size: int | None,
-    batch_size: int,
-    max_tokens: int | None,
-    progress: bool,
+    stride: int | None = None,
+    block_size: int | None = None,
+    batch_size: int = 4,
+    max_tokens: int | None = None,
+    progress: bool = False,
 ) -> dict[str, float | int]:
-    """Score `ids`, a text of `chars` characters (recounted when cut to `max_tokens`)."""
+    """Score `ids`, a text of `chars` characters (recounted when cut to `max_tokens`).
+
+    The one scorer of gpt2kit: `gpt2kit eval` and the validation during `gpt2kit train` both
+    call it, so their loss and bits per character are the same figures. Returns what
+    `summarize` returns, plus the `stride` and `block_size` used.
+    """
     if max_tokens is not None and len(ids) > max_tokens:
         ids = ids[:max_tokens]
         chars = len(tokenizer.decode([int(i) for i in ids], skip_special_tokens=True))
     block = block_size or model.config.n_positions
+    stride = stride or default_stride(block)
     nats, scored = score_tokens(model, ids, stride, block, batch_size, progress)
-    return summarize(nats, scored, chars - unscored_chars(tokenizer, ids, block, stride))
+    result = summarize(nats, scored, chars - unscored_chars(tokenizer, ids, block, stride))
+    return {**result, "stride": stride, "block_size": block}
 
 
 def unscored_chars(
@@ -314,18 +334,22 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         raise UserError(
             f"--block-size {block} exceeds the model's context of {model.config.n_positions}."
         )
-    if config.stride > block:
-        raise UserError(f"--stride ({config.stride}) cannot exceed the window of {block} tokens.")
+    stride = config.stride or default_stride(block)
+    if stride > block:
+        raise UserError(
+            f"--stride ({stride}) cannot exceed the window of {block} tokens; "
+            f"use --stride {default_stride(block)} or leave it out."
+        )
     segments = _segments(config, tokenizer)
     nats, scored, chars = 0.0, 0, 0
     progress = sys.stderr.isatty()
     for _, ids, n_chars in segments:
-        part = _evaluate_ids(
+        part = evaluate_ids(
             model,
             tokenizer,
             ids,
             n_chars,
-            config.stride,
+            stride,
             block,
             config.batch_size,
             config.max_tokens,
@@ -336,7 +360,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         chars += part["chars"]
     result: dict[str, Any] = {
         **(summarize(nats, scored, chars) if len(segments) > 1 else part),
-        "stride": config.stride,
+        "stride": stride,
         "block_size": block,
         "sources": [name for name, _, _ in segments],
         "model": {
@@ -354,7 +378,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             f"model       {result['model']['path']}\n"
             f"text        {'; '.join(result['sources'])}\n"
             f"scored      {scored:,} tokens, {chars:,} characters "
-            f"(window {block}, stride {config.stride})\n"
+            f"(window {block}, stride {stride})\n"
             f"loss        {result['loss']:.4f} nats/token\n"
             f"perplexity  {result['perplexity']:.3f}\n"
             f"bits/char   {result['bits_per_char']:.4f}\n"

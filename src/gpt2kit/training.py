@@ -29,6 +29,7 @@ from gpt2kit import checkpoint as ckpt_io
 from gpt2kit.config import option, to_dict
 from gpt2kit.data.options import SOURCE_OPTIONS, same_option
 from gpt2kit.errors import UserError, raise_if_problems
+from gpt2kit.evaluate import evaluate_ids
 from gpt2kit.fsutil import atomic_directory, write_text_atomic
 from gpt2kit.hf import load_model, resolve_model, save_model
 from gpt2kit.model import GPT2, PRESETS, preset_config
@@ -290,41 +291,6 @@ class BlockSampler:
     @property
     def epoch_progress(self) -> float:
         return self.epoch + self.cursor / max(1, len(self._order()))
-
-
-# --------------------------------------------------------------------------------------------
-# evaluation
-
-
-@torch.no_grad()
-def evaluate_tokens(
-    model: torch.nn.Module,
-    tokens: np.ndarray,
-    block_size: int,
-    batch_size: int,
-    device: torch.device,
-    autocast: contextlib.AbstractContextManager | None = None,
-    max_tokens: int | None = None,
-) -> tuple[float, int]:
-    """Mean next-token loss (nats) over `tokens` in consecutive blocks; returns (loss, count)."""
-    n = len(tokens) - 1
-    if max_tokens is not None:
-        n = min(n, max_tokens)
-    full = list(range(0, n - block_size + 1, block_size))  # whole blocks
-    batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
-    tail = full[-1] + block_size if full else 0
-    if tail < n:
-        batches.append([tail])  # the last, shorter block
-    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
-    for group in batches:
-        width = min(block_size, n - group[0])
-        rows = np.stack([tokens[s : s + width + 1] for s in group]).astype(np.int64)
-        t = torch.from_numpy(rows).to(device)
-        with autocast or contextlib.nullcontext():
-            loss = model(t[:, :-1], t[:, 1:], reduction="sum")
-        total += loss.double()
-        count += t[:, 1:].numel()
-    return (total / max(1, count)).item(), count
 
 
 # --------------------------------------------------------------------------------------------
@@ -596,6 +562,7 @@ def train(config: TrainConfig) -> TrainSummary:
         "cursor": 0,
         "tokens_seen": 0,
         "best_val_loss": None,
+        "best_val_bpc": None,
         "best_step": None,
         "bad_evals": 0,
         "train_seconds": 0.0,
@@ -631,7 +598,7 @@ def train(config: TrainConfig) -> TrainSummary:
 
     n_params = model.num_parameters()
     val_tokens = data.val
-    tokens_per_char_val = data.meta["val_tokens"] / max(1, data.meta["val_chars"])
+    val_block = min(block_size, max(2, len(val_tokens)))  # windows of the training block size
     print(
         f"Model: {n_params / 1e6:.2f}M parameters, {model.config.n_layer} layers x {model.config.n_embd} wide, context {model.config.n_positions}, vocab {model.config.vocab_size}.\n"
         f"Data: {len(train_tokens):,} training tokens, {len(val_tokens):,} validation tokens ({data.path}).\n"
@@ -682,17 +649,26 @@ def train(config: TrainConfig) -> TrainSummary:
 
     def run_eval(step: int) -> dict:
         model.eval()
-        loss, count = evaluate_tokens(
-            model, val_tokens, block_size, batch_size, device, autocast, config.eval_tokens
-        )
+        with autocast:  # the scorer of `gpt2kit eval`, over disjoint windows of the block size
+            scores = evaluate_ids(
+                model,
+                tokenizer,
+                val_tokens,
+                data.meta["val_chars"],
+                stride=val_block,
+                block_size=val_block,
+                batch_size=batch_size,
+                max_tokens=config.eval_tokens,
+            )
         record = {
             "type": "eval",
             "step": step,
             "tokens_seen": st["tokens_seen"],
-            "val_loss": loss,
-            "val_ppl": math.exp(min(loss, 50.0)),
-            "val_bpc": loss * tokens_per_char_val / math.log(2),
-            "val_tokens": count,
+            "val_loss": scores["loss"],
+            "val_ppl": math.exp(min(scores["loss"], 50.0)),
+            "val_bpc": scores["bits_per_char"],
+            "val_tokens": scores["tokens"],
+            "val_stride": val_block,
         }
         if config.samples:
             record["samples"] = _samples(model, tokenizer, val_tokens, config, step)
@@ -804,7 +780,12 @@ def train(config: TrainConfig) -> TrainSummary:
                         f"step {step}: val loss {last_eval['val_loss']:.4f}, ppl {last_eval['val_ppl']:.2f}, bpc {last_eval['val_bpc']:.3f}"
                     )
                     if st["best_val_loss"] is None or last_eval["val_loss"] < st["best_val_loss"]:
-                        st.update(best_val_loss=last_eval["val_loss"], best_step=step, bad_evals=0)
+                        st.update(
+                            best_val_loss=last_eval["val_loss"],
+                            best_val_bpc=last_eval["val_bpc"],
+                            best_step=step,
+                            bad_evals=0,
+                        )
                         _export(model, tokenizer, run_dir / "best")
                         save(step)
                     else:
@@ -854,9 +835,7 @@ def train(config: TrainConfig) -> TrainSummary:
         final_model=str(final_dir) if final_dir else None,
         best_model=str(best_dir) if best_dir.is_dir() else None,
         best_val_loss=st["best_val_loss"],
-        best_val_bpc=(st["best_val_loss"] * tokens_per_char_val / math.log(2))
-        if st["best_val_loss"] is not None
-        else None,
+        best_val_bpc=st["best_val_bpc"],
         last_eval={k: v for k, v in last_eval.items() if k != "samples"} if last_eval else None,
         train_seconds=round(seconds_before + time.time() - t_loop, 2),
         exit_code=exit_code,
