@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from conftest import SHAKESPEARE
 from gpt2kit.errors import UserError
 from gpt2kit.tokenizer import gpt2_tokenizer, load_tokenizer, train_bpe
 
@@ -87,3 +88,41 @@ def test_bad_tokenizer_specs_are_user_errors(tmp_path):
         load_tokenizer(tmp_path)
     with pytest.raises(UserError, match="at least 257"):
         train_bpe(["abc"], vocab_size=100)
+
+
+def test_char_tokenizer_gives_one_id_per_character_and_round_trips():
+    from gpt2kit.tokenizer import EOS_TOKEN, train_char
+
+    text = "First Citizen:\r\nBefore we proceed, 中文 ñ 😀\n"
+    tok = train_char([text])
+    assert tok.vocab_size == len(set(text)) + 2  # + <|endoftext|> and <|unk|>
+    ids = tok.encode(text)
+    assert len(ids) == len(text) and tok.decode(ids) == text
+    assert tok.encode(EOS_TOKEN) == [tok.eos_id]
+    unseen = tok.encode("Z")
+    assert len(unseen) == 1 and unseen != tok.encode("F")
+
+
+def test_auto_vocabulary_grows_with_the_corpus_in_bytes():
+    from gpt2kit.tokenizer import auto_vocab_size, train_tokenizer
+
+    assert auto_vocab_size(1_115_394) == 2048  # tiny Shakespeare
+    assert auto_vocab_size(2_615_304) == 4096  # a Chinese novel: 0.9 M characters, 2.6 MB
+    assert auto_vocab_size(1_000) == 512 and auto_vocab_size(10**12) == 16384
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:200_000]
+    tok = train_tokenizer("auto", lambda: iter([text]))
+    assert tok.vocab_size == auto_vocab_size(len(text.encode())) == 1024
+    assert tok.decode(tok.encode(text[:500])) == text[:500]
+
+
+def test_prepare_trains_char_and_auto_tokenizers(tmp_path):
+    from gpt2kit.data import PrepareConfig, prepare
+
+    src = tmp_path / "zh.txt"
+    src.write_text("滿紙荒唐言，一把辛酸淚！\n都云作者痴，誰解其中味？\n" * 200, encoding="utf-8")
+    for spec in ("char", "auto"):
+        data = prepare(PrepareConfig(sources=[str(src)], out=str(tmp_path / spec), tokenizer=spec))
+        assert data.tokenizer.decode(data.train.tolist()).startswith("滿紙荒唐言")
+    assert prepare(
+        PrepareConfig(sources=[str(src)], out=str(tmp_path / "char"), tokenizer="char")
+    ).reused

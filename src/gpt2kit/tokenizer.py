@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as _HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from gpt2kit.errors import UserError
 
@@ -146,6 +147,73 @@ def train_bpe(texts: Iterator[str] | Iterable[str], vocab_size: int) -> Tokenize
     return Tokenizer(backend, f"bpe:{vocab_size}")
 
 
+UNK_TOKEN = "<|unk|>"
+
+
+def train_char(texts: Iterator[str] | Iterable[str]) -> Tokenizer:
+    """A character-level tokenizer: one id per distinct character of `texts` (nanoGPT's
+    `shakespeare_char` vocabulary), plus `<|endoftext|>` and `<|unk|>` for characters the
+    texts never showed. Saved as a plain `tokenizer.json` that `transformers` loads."""
+    backend = _HFTokenizer(models.WordLevel(unk_token=UNK_TOKEN))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=1 << 30,
+        min_frequency=1,
+        special_tokens=[EOS_TOKEN, UNK_TOKEN],
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return Tokenizer(backend, "char")
+
+
+# `--tokenizer auto` from scratch: a byte-level BPE whose size grows with the corpus, so a small
+# model neither spends its capacity on rows it never sees (GPT-2's 50,257 would) nor reads text
+# one byte at a time. Sized by UTF-8 bytes, not characters, so scripts of many bytes per
+# character (Chinese: ~3) get the room to make most characters one token.
+AUTO_MIN_VOCAB, AUTO_MAX_VOCAB = 512, 16384
+
+
+def auto_vocab_size(corpus_bytes: int) -> int:
+    """The BPE size `--tokenizer auto` trains for a corpus of `corpus_bytes` UTF-8 bytes:
+    about 2 x sqrt(bytes), rounded to a power of two, between 512 and 16,384 (1 MB: 2,048)."""
+    target = 2 * math.sqrt(max(1, corpus_bytes))
+    size = 1 << round(math.log2(target))
+    return max(AUTO_MIN_VOCAB, min(AUTO_MAX_VOCAB, size))
+
+
+def trained_spec_problem(spec: str) -> str | None:
+    """What is wrong with a tokenizer spec that trains on the data (`bpe:N`, `char`, `auto`),
+    or None when it is fine or is not such a spec."""
+    if spec.startswith("bpe:"):
+        size = spec[4:]
+        if not size.isdigit() or int(size) < 257:
+            return (
+                f"--tokenizer {spec}: expected bpe:VOCAB_SIZE with a whole number of at least 257 "
+                "(256 bytes + <|endoftext|>), e.g. bpe:4096"
+            )
+    return None
+
+
+def is_trained_spec(spec: str) -> bool:
+    """Whether `spec` names a tokenizer trained on the training text (`bpe:N`, `char`, `auto`)
+    rather than one that exists already (`gpt2`, a file or folder)."""
+    return spec in ("char", "auto") or spec.startswith("bpe:")
+
+
+def train_tokenizer(spec: str, texts: Callable[[], Iterable[str]]) -> Tokenizer:
+    """Train the tokenizer `spec` names (see `is_trained_spec`) on the training text, which
+    `texts()` yields afresh on each call (`auto` reads it once more to size its vocabulary)."""
+    if spec == "char":
+        return train_char(texts())
+    if spec == "auto":
+        size = auto_vocab_size(sum(len(t.encode("utf-8")) for t in texts()))
+        tokenizer = train_bpe(texts(), size)
+        tokenizer.name = f"auto (bpe:{size})"
+        return tokenizer
+    return train_bpe(texts(), int(spec[4:]))
+
+
 def load_tokenizer(spec: str | Path) -> Tokenizer:
     """Load a tokenizer: `gpt2`, a `tokenizer.json` file, or a folder that contains one.
 
@@ -155,7 +223,7 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
     spec_str = str(spec)
     if spec_str == GPT2_FINGERPRINT_NAME:
         return gpt2_tokenizer()
-    if spec_str.startswith("bpe:"):
+    if is_trained_spec(spec_str):
         raise UserError(f"{spec_str} trains a new tokenizer; it can only be used by prepare/train.")
     path = Path(spec_str).expanduser()
     if path.is_dir():

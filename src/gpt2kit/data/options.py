@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from gpt2kit.config import option
 from gpt2kit.errors import raise_if_problems
+from gpt2kit.tokenizer import trained_spec_problem
 
 DEFAULT_VAL_FRACTION = 0.05
 
@@ -28,8 +29,9 @@ class PrepareConfig:
     )
     tokenizer: str = option(
         "gpt2",
-        help="gpt2 (GPT-2's own BPE), a tokenizer.json or model folder, or bpe:VOCAB_SIZE to "
-        "train a byte-level BPE on the training sources first.",
+        help="gpt2 (GPT-2's own BPE), a tokenizer.json or model folder, or one trained on the "
+        "training sources first: bpe:VOCAB_SIZE (a byte-level BPE), auto (a BPE sized to the "
+        "corpus: about 2 x sqrt(bytes), 512-16,384) or char (one id per character).",
     )
     val: list[str] = option(
         [],
@@ -84,13 +86,8 @@ class PrepareConfig:
             )
         if not self.out:
             problems.append("--out DATA_DIR is required: the folder to write the prepared data to")
-        if self.tokenizer.startswith("bpe:"):
-            size = self.tokenizer[4:]
-            if not size.isdigit() or int(size) < 257:
-                problems.append(
-                    f"--tokenizer {self.tokenizer}: expected bpe:VOCAB_SIZE with a whole number "
-                    "of at least 257 (256 bytes + <|endoftext|>), e.g. bpe:4096"
-                )
+        if trained_spec_problem(self.tokenizer):
+            problems.append(trained_spec_problem(self.tokenizer))
         elif not self.tokenizer:
             problems.append("--tokenizer cannot be empty (use gpt2)")
         if not 0 < self.val_fraction < 1:

@@ -56,7 +56,7 @@ from gpt2kit.data.sources import (
 )
 from gpt2kit.errors import UserError, raise_if_problems
 from gpt2kit.fsutil import atomic_directory, write_text_atomic
-from gpt2kit.tokenizer import Tokenizer, load_tokenizer, train_bpe
+from gpt2kit.tokenizer import Tokenizer, is_trained_spec, load_tokenizer, train_tokenizer
 
 FORMAT = "gpt2kit-prepared-data"
 FORMAT_VERSION = 1
@@ -551,8 +551,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
         problems += p
         notes += n
     tokenizer: Tokenizer | None = None
-    bpe_size = int(config.tokenizer[4:]) if config.tokenizer.startswith("bpe:") else None
-    if bpe_size is None:
+    if not is_trained_spec(config.tokenizer):
         try:
             tokenizer = load_tokenizer(config.tokenizer)
         except UserError as e:
@@ -571,7 +570,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
     tokenizer_id = (
         tokenizer.fingerprint
         if tokenizer
-        else f"bpe:{bpe_size}/tokenizers-{tokenizers.__version__}"
+        else f"{config.tokenizer}/tokenizers-{tokenizers.__version__}"
     )
     key = _cache_key(config, fingerprints, tokenizer_id)
     if not config.force and is_prepared_dir(out) and _read_meta(out).get("cache_key") == key:
@@ -594,11 +593,14 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
     with atomic_directory(out) as tmp:
         if tokenizer is None:
             with _bar(progress, local, f"training {config.tokenizer}") as bar:
-                train_texts = (
-                    t for d, t, _s, _e in _routed(scan, plan, config, bar.update, False) if d == 0
+                tokenizer = train_tokenizer(
+                    config.tokenizer,
+                    lambda: (
+                        t
+                        for d, t, _s, _e in _routed(scan, plan, config, bar.update, False)
+                        if d == 0
+                    ),
                 )
-                trained = train_bpe(train_texts, bpe_size or 0)
-            tokenizer = trained
         tokenizer.save(tmp / "tokenizer")
         saved = load_tokenizer(tmp / "tokenizer")  # what load_prepared will check against
         dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
