@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import random
+import shutil
+from pathlib import Path
 
 import pytest
 
 from conftest import SHAKESPEARE
 from gpt2kit.errors import UserError
-from gpt2kit.tokenizer import gpt2_tokenizer, load_tokenizer, train_bpe
+from gpt2kit.tokenizer import Tokenizer, gpt2_tokenizer, load_tokenizer, train_bpe
 
 
 def test_gpt2_tokenizer_matches_known_ids():
@@ -126,3 +130,85 @@ def test_prepare_trains_char_and_auto_tokenizers(tmp_path):
     assert prepare(
         PrepareConfig(sources=[str(src)], out=str(tmp_path / "char"), tokenizer="char")
     ).reused
+
+
+HUB_SKELETON = Path(__file__).parent / "fixtures" / "hub_tokenizers" / "gpt2-skeleton.json"
+MIXED = "  Tabs\tand  spaces, émojis 🎉, 中文, <|endoftext|>numbers 12345 and<|endoftext|> too.\n\n"
+
+
+def _hub_gpt2_json() -> dict:
+    """The hub's GPT-2 `tokenizer.json` (old serialization), vocabulary and merges filled in from
+    the bundled files."""
+    from gpt2kit.tokenizer import _asset
+
+    config = json.loads(HUB_SKELETON.read_text(encoding="utf-8"))
+    config["model"]["vocab"] = json.loads(_asset("gpt2-tokenizer", "vocab.json").read_text())
+    lines = _asset("gpt2-tokenizer", "merges.txt").read_text(encoding="utf-8").splitlines()
+    config["model"]["merges"] = [line for line in lines[1:] if line]  # after "#version: 0.2"
+    return config
+
+
+def _write(folder: Path, config: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tokenizer.json"
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_gpt2_saved_by_the_hub_transformers_or_as_bare_files_is_gpt2(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("tiktoken")
+    from gpt2kit.data.encode import fast_encoder
+    from gpt2kit.tokenizer import _asset
+
+    bundled = _asset("gpt2-tokenizer")
+    hub = load_tokenizer(_write(tmp_path / "hub", _hub_gpt2_json()))
+    transformers.GPT2TokenizerFast.from_pretrained(str(bundled)).save_pretrained(tmp_path / "hf")
+    saved = load_tokenizer(tmp_path / "hf")
+    (tmp_path / "bare").mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(bundled / name, tmp_path / "bare" / name)
+    bare = load_tokenizer(tmp_path / "bare")
+    expected = gpt2_tokenizer().encode(MIXED)
+    for tok in (hub, saved, bare):
+        assert tok.encode(MIXED) == expected
+        assert tok.fingerprint == gpt2_tokenizer().fingerprint and tok.is_gpt2, tok.name
+        assert fast_encoder(tok).name == "tiktoken"
+
+
+def test_fingerprint_is_what_the_tokenizer_encodes_to(tmp_path):
+    base = _hub_gpt2_json()
+    gpt2 = gpt2_tokenizer().fingerprint
+
+    def variant(name: str, change) -> Tokenizer:
+        config = copy.deepcopy(base)
+        change(config)
+        return load_tokenizer(_write(tmp_path / name, config))
+
+    def offsets_and_decoding(c: dict) -> None:  # none of these changes an id
+        c["pre_tokenizer"]["trim_offsets"] = False
+        c["post_processor"] = None
+        c["decoder"]["add_prefix_space"] = False
+
+    def merges_as_pairs(c: dict) -> None:  # the serialization of tokenizers >= 0.20
+        c["model"]["merges"] = [m.split(" ") for m in c["model"]["merges"]]
+
+    assert variant("merges as pairs", merges_as_pairs).fingerprint == gpt2
+    assert variant("offsets and decoding", offsets_and_decoding).fingerprint == gpt2
+
+    first = base["model"]["merges"][0]  # "Ġ t": every " t..." word changes without it
+    different = {
+        "a merge less": lambda c: c["model"]["merges"].remove(first),
+        "add_prefix_space": lambda c: c["pre_tokenizer"].update(add_prefix_space=True),
+        "no regex": lambda c: c["pre_tokenizer"].update(use_regex=False),
+        "lstrip special": lambda c: c["added_tokens"][0].update(lstrip=True),
+        "a normalizer": lambda c: c.update(normalizer={"type": "Lowercase"}),
+        "another decoder": lambda c: c.update(decoder={"type": "Fuse"}),
+    }
+    fingerprints, tokenizers = {gpt2}, {}
+    for name, change in different.items():
+        tokenizers[name] = tok = variant(name, change)
+        assert tok.fingerprint not in fingerprints, name
+        fingerprints.add(tok.fingerprint)
+    assert tokenizers["a merge less"].encode(" the") != [262]
+    assert tokenizers["add_prefix_space"].encode("the") == [262]

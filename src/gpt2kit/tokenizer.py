@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as _HFTokenizer
@@ -29,8 +30,8 @@ def _asset(*parts: str) -> Path:
 class Tokenizer:
     """A text tokenizer with a known end-of-text id, wrapping a `tokenizers.Tokenizer`.
 
-    `name` says where it came from (`gpt2`, a path, `bpe:4096`); `fingerprint` is a hash of its
-    full serialization, so two tokenizers with the same fingerprint give the same ids.
+    `name` says where it came from (`gpt2`, a path, `bpe:4096`); `fingerprint` is a hash of what
+    it encodes to, so two tokenizers with the same fingerprint give the same ids.
     """
 
     def __init__(self, backend: _HFTokenizer, name: str) -> None:
@@ -53,9 +54,13 @@ class Tokenizer:
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 of the tokenizer's canonical JSON serialization."""
+        """SHA-256 of what the tokenizer encodes to (see `_identity`), so the hub's GPT-2
+        `tokenizer.json`, one saved by `transformers` and bare `vocab.json` + `merges.txt`
+        share one fingerprint, and any change that alters ids gives another."""
         if self._fingerprint is None:
-            self._fingerprint = hashlib.sha256(self.backend.to_str().encode()).hexdigest()
+            identity = _identity(json.loads(self.backend.to_str()))
+            text = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+            self._fingerprint = hashlib.sha256(text.encode()).hexdigest()
         return self._fingerprint
 
     @property
@@ -100,6 +105,67 @@ class Tokenizer:
         (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
         if is_bpe:
             self.backend.model.save(str(folder))  # vocab.json + merges.txt
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a `tokenizer.json` that decide the ids it encodes to, in one canonical form.
+
+    Serializations differ in what does not change ids: merges as `"a b"` strings or `[a, b]`
+    pairs, the order of the vocabulary, `trim_offsets` (offsets only), the post-processor
+    (gpt2kit encodes without special tokens), the decoder's flags (only its type is kept), and
+    an added token's `normalized` flag when there is no normalizer to apply.
+    """
+    model = dict(config["model"])
+    if isinstance(model.get("vocab"), dict):
+        model["vocab"] = sorted(model["vocab"].items(), key=lambda item: (item[1], item[0]))
+    if "merges" in model:
+        model["merges"] = [
+            m.split(" ", 1) if isinstance(m, str) else list(m) for m in model["merges"]
+        ]
+    for affix in ("continuing_subword_prefix", "end_of_word_suffix"):
+        if model.get(affix) == "":
+            model[affix] = None  # an empty affix adds nothing
+    normalizer = config.get("normalizer")
+    added = sorted(
+        (
+            t["id"],
+            t["content"],
+            t.get("special", False),
+            t.get("lstrip", False),
+            t.get("rstrip", False),
+            t.get("normalized", True) if normalizer else None,
+            t.get("single_word", False),
+        )
+        for t in config.get("added_tokens", [])
+    )
+
+    def pre_tokenizer(p: dict[str, Any] | None) -> dict[str, Any] | None:
+        if p is None:
+            return None
+        if p.get("type") == "ByteLevel":
+            return {
+                "type": "ByteLevel",
+                "add_prefix_space": p.get("add_prefix_space", True),
+                "use_regex": p.get("use_regex", True),
+            }
+        if p.get("type") == "Sequence":
+            return {
+                "type": "Sequence",
+                "pretokenizers": [pre_tokenizer(q) for q in p["pretokenizers"]],
+            }
+        return p
+
+    decoder = config.get("decoder")
+    return {
+        "model": model,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": pre_tokenizer(config.get("pre_tokenizer")),
+        "decoder": decoder and decoder.get("type"),
+        # Both change what `encode` returns (cut or padded ids).
+        "truncation": config.get("truncation"),
+        "padding": config.get("padding"),
+    }
 
 
 def _byte_level(backend: _HFTokenizer) -> _HFTokenizer:
