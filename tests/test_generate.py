@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -436,6 +441,148 @@ def test_cli_refuses_conflicting_options(tmp_path, hf_model_dir):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     for text in ("not both", "--stream", "--top-p"):
         assert text in r.stderr
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _refused(result: subprocess.CompletedProcess, *texts: str) -> None:
+    """The command stopped with status 2 and a message holding every text, no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    for text in texts:
+        assert text in result.stderr, result.stderr
+
+
+def _bash(command: str) -> subprocess.CompletedProcess:
+    """Run `command` with bash (for <(...) pipes); GPT2KIT stands for `python -m gpt2kit`."""
+    command = command.replace("GPT2KIT", f"'{sys.executable}' -m gpt2kit")
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_prompts_file_that_is_a_device_or_a_folder(tmp_path, peaky):
+    _, _, folder = peaky
+    m = str(folder)
+    _refused(run_cli("generate", m, "--prompts-file", "/dev/null"), "/dev/null holds no prompts")
+    _refused(
+        run_cli("generate", m, "--prompts-file", str(tmp_path)),
+        f"--prompts-file {tmp_path} is a folder",
+    )
+    _refused(
+        run_cli("generate", m, "--prompts-file", "/dev/zero"),
+        "/dev/zero is not text (a NUL byte at byte offset 0)",
+    )
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash for <(...)")
+def test_cli_prompts_from_a_pipe_and_endless_input_in_bounded_memory(peaky):
+    _, _, folder = peaky
+    opts = "--temperature 0 --max-new-tokens 3"
+    common = f"'{folder}' {opts}"
+    r = _bash(f"GPT2KIT generate {common} --prompts-file <(printf 'Hi\\nThere\\n')")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("--- prompt") == 2  # a pipe is read like a file
+    # Endless input is cut off after a bounded amount, whatever its shape.
+    _refused(
+        _bash(f"GPT2KIT generate {common} --prompts-file <(yes 'a prompt')"),
+        "holds more than 1,000,000 prompts",
+    )
+    _refused(
+        _bash(f"GPT2KIT generate {common} --prompts-file <(yes | tr -d '\\n')"),
+        "holds more than 64 MB of prompts",
+    )
+    _refused(
+        _bash(f"head -c 70000000 /dev/zero | tr '\\0' a | GPT2KIT generate '{folder}' - {opts}"),
+        "stdin holds more than 64 MB of prompts",
+    )
+
+
+def test_cli_output_that_is_the_prompts_file_is_refused_before_overwriting_it(tmp_path, peaky):
+    _, _, folder = peaky
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('"Hi"\n')
+    args = ["--prompts-file", str(prompts), "--output", str(prompts), "--max-new-tokens", "2"]
+    _refused(run_cli("generate", str(folder), *args), "is the --prompts-file")
+    assert prompts.read_text() == '"Hi"\n'
+
+
+def test_cli_refuses_controls_that_give_garbage_and_takes_any_seed(peaky):
+    _, _, folder = peaky
+    m = str(folder)
+    _refused(
+        run_cli("generate", m, "Hi", "--temperature", "nan", "--repetition-penalty", "inf"),
+        "--temperature must be 0 (greedy) or from 1e-06 to a finite number, got nan",
+        "--repetition-penalty must be > 0",
+    )
+    # So small a temperature overflows the logits (every token came out as id 0).
+    _refused(run_cli("generate", m, "Hi", "--temperature", "1e-45"), "got 1e-45")
+    big = run_cli("generate", m, "Hi", "--seed", str(2**70 + 7), "--max-new-tokens", "4")
+    same = run_cli("generate", m, "Hi", "--seed", str((2**70 + 7) % 2**64), "--max-new-tokens", "4")
+    assert big.returncode == same.returncode == 0, big.stderr
+    assert big.stdout == same.stdout  # seeds are taken modulo 2**64
+
+
+def test_huge_max_new_tokens_allocates_only_what_is_generated(peaky):
+    _, gen, folder = peaky
+    (first,) = gen.generate("Hi", max_new_tokens=3, temperature=0, ignore_eos=True)
+    stop = gen.tokenizer.decode(first.token_ids[2:3])  # the third greedy token's text
+    r = run_cli(
+        "generate",
+        str(folder),
+        "Hi",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        str(10**12),
+        "--stop",
+        stop,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Hi" + first.text[: first.text.index(stop)] + "\n"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_cli_many_samples_are_written_as_they_come_in_bounded_memory(tmp_path, peaky):
+    _, _, folder = peaky
+    out = tmp_path / "samples.jsonl"
+    args = ["--num-samples", str(10**12), "--max-new-tokens", "1", "--output", str(out)]
+    cmd = [sys.executable, "-m", "gpt2kit", "generate", str(folder), "Hi", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def rss_mb() -> float:
+        with open(f"/proc/{proc.pid}/status") as f:
+            line = next(line for line in f if line.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    def written() -> int:
+        return out.read_text().count("\n") if out.exists() else 0
+
+    try:
+        deadline = time.monotonic() + 120
+        while written() < 48 and proc.poll() is None and time.monotonic() < deadline:
+            assert rss_mb() < 1500, "the rows are built up front"
+            time.sleep(0.1)
+        assert written() >= 48, proc.stderr.read().decode() if proc.poll() is not None else ""
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_decoding(peaky):
+    _, _, folder = peaky
+    r = run_cli(
+        "generate",
+        str(folder),
+        "Hi",
+        "--num-samples",
+        "1000000",
+        "--batch-size",
+        "1000000",
+        "--max-new-tokens",
+        "1",
+    )
+    _refused(r, "--batch-size 1000000 needs at least", "use --batch-size")
 
 
 def test_int8_quantization_swaps_the_linear_layers_and_keeps_logits_close(tmp_path):

@@ -15,9 +15,12 @@ while every token still sees at least half a window of context.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import json
+import math
+import os
 import secrets
 import sys
 from collections.abc import Callable, Iterator
@@ -25,6 +28,7 @@ from collections.abc import Generator as PyGenerator
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -43,6 +47,9 @@ from gpt2kit.runtime import (
     resolve_precision,
 )
 from gpt2kit.tokenizer import Tokenizer
+
+# Logits divided by a smaller temperature overflow float32 (3.4e38) and sample garbage.
+MIN_TEMPERATURE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -78,13 +85,19 @@ class GenerationParams:
             p.append(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.temperature < 0:
             p.append(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        elif self.temperature != 0 and not MIN_TEMPERATURE <= self.temperature < math.inf:
+            p.append(
+                f"--temperature must be 0 (greedy) or from {MIN_TEMPERATURE:g} to a finite "
+                f"number, got {self.temperature} (a smaller one overflows the logits; 0 "
+                "always takes the most likely token)"
+            )
         if self.top_k < 0:
             p.append(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             p.append(f"--top-p must be in (0, 1] (1 = off), got {self.top_p}")
         if not 0.0 <= self.min_p <= 1.0:
             p.append(f"--min-p must be in [0, 1] (0 = off), got {self.min_p}")
-        if self.repetition_penalty <= 0:
+        if not 0 < self.repetition_penalty < math.inf:
             p.append(
                 f"--repetition-penalty must be > 0 (1 = off, >1 discourages repeats), "
                 f"got {self.repetition_penalty}"
@@ -208,13 +221,28 @@ class GenerateConfig:
             problems.append(f"--num-samples must be at least 1, got {self.num_samples}")
         if self.batch_size < 1:
             problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.prompts_file is not None:
+        prompts = None if self.prompts_file is None else Path(self.prompts_file).expanduser()
+        if prompts is not None:
             if self.prompt:
                 problems.append("give either PROMPT or --prompts-file, not both")
-            if not Path(self.prompts_file).is_file():
+            if prompts.is_dir():
+                problems.append(
+                    f"--prompts-file {self.prompts_file} is a folder; give a file with one "
+                    "prompt a line (or a .jsonl file)"
+                )
+            elif not prompts.exists():
                 problems.append(f"--prompts-file {self.prompts_file} does not exist")
-        if self.output is not None and not Path(self.output).expanduser().parent.is_dir():
-            problems.append(f"--output {self.output}: its folder does not exist; create it first")
+        output = None if self.output is None else Path(self.output).expanduser()
+        if output is not None:
+            if not output.parent.is_dir():
+                problems.append(
+                    f"--output {self.output}: its folder does not exist; create it first"
+                )
+            elif prompts is not None and _same_file(prompts, output):
+                problems.append(
+                    f"--output {self.output} is the --prompts-file: writing the samples would "
+                    "overwrite the prompts; write them to another file"
+                )
         if self.stream and (self.num_samples > 1 or self.prompts_file is not None):
             problems.append(
                 "--stream shows one sample as it is produced; it cannot be combined with "
@@ -233,6 +261,14 @@ class GenerateConfig:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(GenerationParams)}
         values["stop"] = tuple(_unescape(s) for s in self.stop)
         return GenerationParams(**values)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one existing regular file."""
+    try:
+        return a.is_file() and b.is_file() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _unescape(text: str) -> str:
@@ -543,6 +579,21 @@ class _Row:
 # --------------------------------------------------------------------------- the generator
 
 
+def free_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on `device` (None when it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
 def new_seed() -> int:
     """A fresh random seed (recorded, so a sample drawn with it can be drawn again)."""
     return secrets.randbelow(2**31)
@@ -654,6 +705,8 @@ class Generator:
             ignore_eos=not stop_at_eos,
             **controls,
         )
+        if not prompts:
+            return []
         seed = new_seed() if seed is None else seed
         seeds = [sample_seed(seed, i, 0) for i in range(len(prompts))]
         rows = _drain(self._run(prompts, params, seeds, False), None)
@@ -674,13 +727,18 @@ class Generator:
         params = dataclasses.replace(params or GenerationParams(), **controls)
         if num_samples < 1:
             raise UserError(f"num_samples must be at least 1, got {num_samples}")
+        if batch_size is not None and batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {batch_size}")
         texts = [prompts] if isinstance(prompts, str) else list(prompts)
-        ids = self.tokenizer.encode_batch(texts) if texts else []
         seed = new_seed() if seed is None else seed
-        rows = [(p, s) for p in range(len(texts)) for s in range(num_samples)]
-        per_batch = batch_size or len(rows)
-        for first in range(0, len(rows), per_batch):
-            chunk = rows[first : first + per_batch]
+        n_rows = len(texts) * num_samples  # row r: prompt r // num_samples, sample r % ...
+        per_batch = batch_size or max(1, n_rows)
+        for first in range(0, n_rows, per_batch):  # rows and ids are made a batch at a time
+            chunk = [divmod(r, num_samples) for r in range(first, min(n_rows, first + per_batch))]
+            needed = sorted({p for p, _ in chunk})
+            ids = dict(
+                zip(needed, self.tokenizer.encode_batch([texts[p] for p in needed]), strict=True)
+            )
             callback = None if on_text is None else (lambda i, t, o=first: on_text(o + i, t))
             seeds = [sample_seed(seed, p, s) for p, s in chunk]
             done = _drain(
@@ -741,11 +799,30 @@ class Generator:
         """Yield the continuation of `prompt` piece by piece as it is generated."""
         params = dataclasses.replace(params or GenerationParams(), **controls)
         seed = new_seed() if seed is None else seed
-        run = self._run([self.tokenizer.encode(prompt)], params, [seed], True)
+        run = self._run([self.tokenizer.encode(prompt)], params, [sample_seed(seed, 0, 0)], True)
         for _, piece in run:
             yield piece
 
     # -- internals
+
+    def _check_memory(self, batch: int, capacity: int) -> None:
+        """Refuse a batch whose KV cache and logits alone exceed the device's free memory.
+
+        A lower bound (activations and the prefill's attention come on top), so it refuses
+        only what cannot work, before anything is allocated.
+        """
+        cfg, itemsize = self.model.config, self.dtype.itemsize
+        cache = 2 * cfg.n_layer * capacity * cfg.n_embd * itemsize  # keys and values
+        logits = cfg.vocab_size * (itemsize + 3 * 4)  # the logits, float32 scores, probs, noise
+        need = batch * (cache + logits)
+        free = free_memory(self.device)
+        if free is not None and need > free:
+            fits = max(1, int(free // (cache + logits)) // 2)
+            raise UserError(
+                f"--batch-size {batch} needs at least {need / 2**30:,.1f} GiB on {self.device} "
+                f"for the KV cache and the logits, and {free / 2**30:,.1f} GiB is free: use "
+                f"--batch-size {fits} or less."
+            )
 
     def _get_stepper(self, batch: int, capacity: int) -> _Stepper:
         s = self._stepper
@@ -775,15 +852,20 @@ class Generator:
         n_ctx = self.model.config.n_positions
         prompts = [p if p else [eos] for p in prompts]
         B, P, N = len(prompts), max(len(p) for p in prompts), params.max_new_tokens
-        seq = torch.full((B, P + N), eos, dtype=torch.long)  # every row's history, left-padded
-        real = torch.ones((B, P + N), dtype=torch.bool)  # False on padding
+        capacity = min(P + N, n_ctx)
+        self._check_memory(B, capacity)
+        # Every row's history, left-padded; the generated part grows as tokens come (a huge
+        # max_new_tokens costs only what is generated).
+        width = P + min(N, 256)
+        seq = torch.full((B, width), eos, dtype=torch.long)
+        real = torch.ones((B, width), dtype=torch.bool)  # False on padding
         for i, p in enumerate(prompts):
             seq[i, P - len(p) : P] = torch.tensor(p)
             real[i, : P - len(p)] = False
         seq, real = seq.to(dev), real.to(dev)
         pad = torch.tensor([P - len(p) for p in prompts], device=dev)
 
-        stepper = self._get_stepper(B, min(P + N, n_ctx))
+        stepper = self._get_stepper(B, capacity)
         keep = max(1, n_ctx // 2)  # tokens re-encoded when the window slides
         start = max(0, P - n_ctx)
         logits = stepper.prefill(seq[:, start:P], real[:, start:P])  # (B, V)
@@ -824,6 +906,10 @@ class Generator:
                     scores, params.temperature, params.top_k, params.top_p, params.min_p
                 )
                 token = sample_token(scores.softmax(dim=-1), noise.next())
+            if P + t == seq.size(1):  # double the history (a Python int test, no sync)
+                more = min(seq.size(1), N - t)
+                seq = torch.cat([seq, seq.new_full((B, more), eos)], dim=1)
+                real = torch.cat([real, real.new_ones((B, more))], dim=1)
             seq[:, P + t] = token
             steps = t + 1
             if seen is not None:
@@ -883,37 +969,103 @@ def _drain(
 # --------------------------------------------------------------------------- the command
 
 
+# What generate reads of --prompts-file or stdin at most, so that endless input (a pipe from
+# `yes`, /dev/zero) stops with a message instead of filling memory.
+MAX_PROMPT_BYTES = 64 << 20
+MAX_PROMPTS = 1_000_000
+_SPLIT_PROMPTS = (
+    f"split it into files of at most {MAX_PROMPT_BYTES >> 20} MB and {MAX_PROMPTS:,} prompts"
+)
+
+
+def _text_blocks(stream: BinaryIO, what: str) -> Iterator[str]:
+    """The UTF-8 text of `stream`, block by block, read once (so pipes work like files).
+
+    Raises `UserError` for binary data (a NUL byte), bytes that are not UTF-8, and input
+    longer than `MAX_PROMPT_BYTES`.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    while True:
+        block = stream.read(1 << 20)
+        if b"\x00" in block:
+            raise UserError(
+                f"{what} is not text (a NUL byte at byte offset {offset + block.index(0)}); "
+                "give a text file with one prompt a line."
+            )
+        if offset + len(block) > MAX_PROMPT_BYTES:
+            raise UserError(
+                f"{what} holds more than {MAX_PROMPT_BYTES >> 20} MB of prompts; {_SPLIT_PROMPTS}."
+            )
+        pending = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(block, final=not block)
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"{what} is not UTF-8 text: byte offset {offset - pending + e.start} cannot be "
+                "decoded; save the prompts as UTF-8."
+            ) from None
+        offset += len(block)
+        if text:
+            yield text
+        if not block:
+            return
+
+
+def _prompt_lines(stream: BinaryIO, what: str) -> Iterator[tuple[int, str]]:
+    """`(line number, line)` of every non-blank line of `stream` ('\\r\\n' ends a line too)."""
+    rest, number = "", 0
+    for block in _text_blocks(stream, what):
+        lines = (rest + block).split("\n")
+        rest = lines.pop()
+        for line in lines:
+            number += 1
+            if line.strip():
+                yield number, line.removesuffix("\r")
+    if rest.strip():
+        yield number + 1, rest.removesuffix("\r")
+
+
 def read_prompts(config: GenerateConfig) -> list[str]:
-    """The prompts of a `generate` command: PROMPT, stdin (`-`) or the lines of --prompts-file."""
+    """The prompts of a `generate` command: PROMPT, stdin (`-`) or the lines of --prompts-file.
+
+    Stdin and --prompts-file are read once and may be pipes; at most `MAX_PROMPT_BYTES` and
+    `MAX_PROMPTS` prompts are read. Every bad line is reported at once (the first ten).
+    """
     if config.prompts_file is None:
         if config.prompt == "-":
-            text = sys.stdin.read()
+            text = "".join(_text_blocks(sys.stdin.buffer, "stdin"))
             return [text[:-1] if text.endswith("\n") else text]
         return [config.prompt]
-    path = Path(config.prompts_file)
-    try:
-        lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8").split("\n")]
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"Could not read --prompts-file {path}: {e}") from None
-    prompts, problems = [], []
+    path = Path(config.prompts_file).expanduser()
     jsonl = path.suffix.lower() in (".jsonl", ".json")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if not jsonl:
-            prompts.append(line)
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(f"line {number}: not valid JSON ({e.msg})")
-            continue
-        if isinstance(item, dict) and isinstance(item.get("prompt"), str):
-            prompts.append(item["prompt"])
-        elif isinstance(item, str):
-            prompts.append(item)
-        else:
-            problems.append(f'line {number}: expected a JSON string or an object with a "prompt"')
+    prompts: list[str] = []
+    problems: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for number, line in _prompt_lines(f, str(path)):
+                if len(prompts) == MAX_PROMPTS:
+                    raise UserError(
+                        f"{path} holds more than {MAX_PROMPTS:,} prompts; {_SPLIT_PROMPTS}."
+                    )
+                if not jsonl:
+                    prompts.append(line)
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as e:
+                    problems.append(f"line {number}: not valid JSON ({e.msg})")
+                    continue
+                if isinstance(item, dict) and isinstance(item.get("prompt"), str):
+                    prompts.append(item["prompt"])
+                elif isinstance(item, str):
+                    prompts.append(item)
+                else:
+                    problems.append(
+                        f'line {number}: expected a JSON string or an object with a "prompt"'
+                    )
+    except OSError as e:
+        raise UserError(f"Could not read --prompts-file {path}: {e.strerror or e}.") from None
     if problems:
         raise UserError(f"Could not read the prompts in {path}:", problems[:10])
     if not prompts:
@@ -944,7 +1096,7 @@ def provenance(generator: Generator, config: GenerateConfig, params: GenerationP
     }
 
 
-def run_generate(config: GenerateConfig) -> list[Completion]:
+def run_generate(config: GenerateConfig) -> None:
     """Continue a prompt (or every prompt of --prompts-file) and print or record the samples.
 
     Greedy with --temperature 0, else sampled with the given controls. Text streams to the
@@ -971,7 +1123,7 @@ def run_generate(config: GenerateConfig) -> list[Completion]:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    completions = []
+    written = 0
     with contextlib.ExitStack() as stack:
         out = None
         if config.output is not None:
@@ -987,7 +1139,7 @@ def run_generate(config: GenerateConfig) -> list[Completion]:
             batch_size=config.batch_size,
             on_text=(lambda _, piece: write(piece)) if stream else None,
         ):
-            completions.append(c)
+            written += 1
             if stream:
                 write("\n")
             elif show:
@@ -1013,5 +1165,4 @@ def run_generate(config: GenerateConfig) -> list[Completion]:
                 out.flush()
         sys.stdout.flush()
     if config.output is not None:
-        sys.stderr.write(f"Wrote {len(completions)} samples to {config.output}\n")
-    return completions
+        sys.stderr.write(f"Wrote {written} samples to {config.output}\n")
