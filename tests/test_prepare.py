@@ -10,15 +10,19 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import random
+import shutil
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import gpt2kit.data.pipeline as pipeline
 import gpt2kit.data.sources as sources_mod
-from conftest import SHAKESPEARE
+from conftest import SHAKESPEARE, run_cli
 from gpt2kit.data import PrepareConfig, iter_documents, load_prepared, prepare
 from gpt2kit.data.encode import HFEncoder, TiktokenEncoder, fast_encoder
 from gpt2kit.data.sources import safe_cut, split_long
@@ -190,9 +194,9 @@ def test_hf_dataset_name_config_and_split_are_passed_to_load_dataset(tmp_path, m
         run(tmp_path, ["hf:someone/corpus"], out="other", text_column="body")
 
 
-def test_hf_without_datasets_names_the_extra(tmp_path, monkeypatch):
+def test_hf_without_datasets_names_the_packages_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
-    with pytest.raises(UserError, match=r"pip install gpt2kit\[data\]"):
+    with pytest.raises(UserError, match=r"pip install datasets pyarrow"):
         run(tmp_path, ["hf:wikitext:wikitext-2-raw-v1"])
     assert not (tmp_path / "data").exists()
 
@@ -375,3 +379,73 @@ def test_decode_errors_give_the_exact_byte_offset_across_read_blocks(
     path.write_bytes(raw)
     with pytest.raises(UserError, match=f"at byte offset {offset} cannot be decoded"):
         list(iter_documents([str(path)], data_config({})))
+
+
+# ----------------------------------------------------------------------------- odd input
+
+
+def _refused(result: subprocess.CompletedProcess, *texts: str) -> None:
+    """The command stopped with status 2 and a message holding every text, no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    for text in texts:
+        assert text in result.stderr, result.stderr
+
+
+def test_a_device_or_a_pipe_as_source_is_refused_with_the_fix(tmp_path):
+    out = str(tmp_path / "out")
+    _refused(
+        run_cli("prepare", "/dev/null", "--out", out),
+        "/dev/null is a character device, not a regular file",
+        "save the text to a file and pass that",
+    )
+    if shutil.which("bash") and hasattr(os, "mkfifo"):
+        r = subprocess.run(
+            ["bash", "-c", f"'{sys.executable}' -m gpt2kit prepare <(echo hi) --out '{out}'"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        _refused(r, "is a pipe, not a regular file")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_pipes_and_broken_links_in_a_folder_are_skipped_with_a_note(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text(DOCS[0], encoding="utf-8")
+    os.mkfifo(folder / "pipe.txt")  # opening it would wait forever for a writer
+    (folder / "gone.txt").symlink_to(tmp_path / "missing.txt")
+    r = run_cli("prepare", str(folder), "--out", str(tmp_path / "out"), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "skipped 2 entries that are not regular files in the folder" in r.stdout
+    assert "gone.txt (a broken link)" in r.stdout and "pipe.txt (a pipe)" in r.stdout
+    data = load_prepared(tmp_path / "out")
+    assert [s["source"] for s in data.meta["sources"]] == [str(folder / "a.txt")]
+
+
+def test_more_threads_than_cores_are_capped_with_a_warning(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text(DOCS[0], encoding="utf-8")
+    r = run_cli("prepare", str(path), "--out", str(tmp_path / "out"), "--num-threads", "100000")
+    assert r.returncode == 0, r.stderr
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert (
+        f"--num-threads 100,000 is more than the {cores} CPU core(s) this process may use: "
+        f"used {cores}" in r.stdout
+    )
+
+
+def test_a_record_on_one_huge_line_is_read_and_cut_in_linear_time():
+    """A huge record is neither re-copied at every block read (200,000 one-character blocks
+    would copy 2e10 characters) nor at every piece cut from it (20,000 pieces of a 20 M
+    character text would copy 2e11)."""
+    start = time.perf_counter()
+    lines = list(sources_mod._lines(iter(["a"] * 200_000 + ["\nb"])))
+    assert lines == ["a" * 200_000 + "\n", "b"]
+    text = "word " * 4_000_000
+    pieces = list(split_long(text, 1000))
+    assert "".join(pieces) == text and len(pieces) > 20_000
+    assert all(p.endswith("word") for p in pieces[:-1])  # cut before a space
+    assert time.perf_counter() - start < 3.0

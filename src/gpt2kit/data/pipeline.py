@@ -503,13 +503,19 @@ def _cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _threads(config: PrepareConfig) -> int:
-    if config.num_threads:
-        return config.num_threads
+def _threads(config: PrepareConfig) -> tuple[int, str | None]:
+    """Encoding threads: --num-threads, at most the cores this process may use (more would
+    not encode faster, and each thread keeps two batches in memory); and a note if capped."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    if config.num_threads and config.num_threads > cores:
+        return cores, (
+            f"--num-threads {config.num_threads:,} is more than the {cores} CPU core(s) this "
+            f"process may use: used {cores}"
+        )
+    return config.num_threads or cores, None
 
 
 def _duplicates(scan: _Scan, plan: _Plan) -> tuple[int, int]:
@@ -562,6 +568,8 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
             "(prepare replaces DATA_DIR as a whole)"
         )
     raise_if_problems(problems, "Cannot prepare the data:")
+    threads, note = _threads(config)
+    notes += [note] if note else []
 
     every = sources["train"] + sources["val"]
     local = None if any(s.path is None for s in every) else sum(s.size or 0 for s in every)
@@ -612,7 +620,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
                 tokenizer.eos_id,
                 dtype,
                 tmp,
-                _threads(config),
+                threads,
                 bar,
             )
         expected = [scan.docs["train"], scan.docs["val"]]

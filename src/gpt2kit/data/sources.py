@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -137,12 +138,39 @@ def _looks_like_text(path: Path, compressed: bool, encoding: str) -> bool:
     return "\x00" not in text
 
 
-def _walk(folder: Path) -> list[Path]:
-    """Every non-hidden file under `folder`, sorted, skipping prepared DATA_DIRs inside it."""
+def _not_regular(path: Path) -> str | None:
+    """What `path` is when it is neither a regular file nor a folder (a pipe, a device, a
+    broken link...), else None. Such a path cannot be read several times like a file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "a broken link" if path.is_symlink() else None
+    for test, what in (
+        (stat.S_ISFIFO, "a pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return what
+    return None
+
+
+def _walk(folder: Path, others: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Every non-hidden regular file under `folder`, sorted, skipping prepared DATA_DIRs
+    inside it; `others` receives `(path, what it is)` for pipes, devices and broken links."""
     files = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".") and not _is_prepared(Path(root, d))]
-        files += [Path(root, n) for n in names if not n.startswith(".")]
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(root, name)
+            what = _not_regular(path)
+            if what is None:
+                files.append(path)
+            elif others is not None:
+                others.append((path, what))
     return sorted(files, key=lambda p: p.relative_to(folder).parts)
 
 
@@ -174,6 +202,13 @@ def resolve_sources(
                 sources.append(Source("hf", hf=(name, config, split)))
             continue
         path = Path(spec).expanduser()
+        special = _not_regular(path)
+        if special is not None and special != "a broken link":
+            problems.append(
+                f"{spec} is {special}, not a regular file: prepare reads each source more than "
+                "once (to hash, check and tokenize it), so save the text to a file and pass that"
+            )
+            continue
         if path.is_file():
             kind, compressed = _kind_of(path)
             if kind == "parquet" and compressed:
@@ -186,16 +221,19 @@ def resolve_sources(
                 f"{spec} is a prepared data folder (the output of prepare), not a text source"
             )
             continue
+        others: list[tuple[Path, str]] = []
         if path.is_dir():
-            candidates, what = _walk(path), f"the folder {spec}"
+            candidates, what = _walk(path, others), f"the folder {spec}"
         elif glob.has_magic(spec):
             matches = sorted(glob.glob(str(path), recursive=True))
             candidates, what = [], f"the pattern {spec!r}"
             for m in map(Path, matches):
                 if m.is_dir():
-                    candidates += _walk(m)
+                    candidates += _walk(m, others)
                 elif m.is_file() and not m.name.startswith("."):
                     candidates.append(m)
+                elif (kind := _not_regular(m)) is not None:
+                    others.append((m, kind))
             if not matches:
                 problems.append(f"{spec}: no file matches this pattern")
                 continue
@@ -217,6 +255,14 @@ def resolve_sources(
         if skipped:
             shown = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
             notes.append(f"skipped {len(skipped)} binary file(s) in {what}: {shown}")
+        if others:
+            others.sort()
+            shown = ", ".join(f"{p.name} ({kind})" for p, kind in others[:5])
+            notes.append(
+                f"skipped {len(others)} entries that are not regular files in {what}: "
+                + shown
+                + (", ..." if len(others) > 5 else "")
+            )
         if not found:
             problems.append(
                 f"{what} has no text files"
@@ -291,13 +337,16 @@ def split_long(text: str, limit: int | None = None) -> Iterator[str]:
     """`text` in pieces of at most about `limit` (default `PIECE_CHARS`) characters.
 
     The pieces are cut at `safe_cut` points, so their ids concatenated are the text's ids.
+    Each cut looks at a window of `limit + 1` characters (all `safe_cut` reads), so a huge
+    text is cut in linear time.
     """
     limit = limit or PIECE_CHARS
-    while len(text) > 2 * limit:
-        cut = safe_cut(text, limit)
-        yield text[:cut]
-        text = text[cut:]
-    yield text
+    start = 0
+    while len(text) - start > 2 * limit:
+        cut = safe_cut(text[start : start + limit + 1], limit)
+        yield text[start : start + cut]
+        start += cut
+    yield text[start:]
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -373,15 +422,24 @@ def decoded_blocks(source: Source, config: PrepareConfig, advance: Advance) -> I
 
 
 def _lines(blocks: Iterable[str]) -> Iterator[str]:
-    """Lines of a stream of text blocks, each with its newline (split on '\\n' only)."""
-    rest = ""
+    """Lines of a stream of text blocks, each with its newline (split on '\\n' only).
+
+    The start of a line longer than a block is kept as a list of parts joined once, so a
+    record on one huge line costs linear time, not a copy per block.
+    """
+    rest: list[str] = []
     for block in blocks:
-        parts = (rest + block).split("\n")
-        rest = parts.pop()
-        for p in parts:
+        if "\n" not in block:
+            rest.append(block)
+            continue
+        parts = block.split("\n")
+        rest.append(parts[0])
+        yield "".join(rest) + "\n"
+        for p in parts[1:-1]:
             yield p + "\n"
+        rest = [parts[-1]] if parts[-1] else []
     if rest:
-        yield rest
+        yield "".join(rest)
 
 
 # ----------------------------------------------------------------------------- plain text
@@ -472,10 +530,12 @@ def _emit(text: str, n: int) -> Iterator[Piece]:
     if len(text) <= 2 * PIECE_CHARS:
         yield text, True, n
         return
-    pieces = list(split_long(text))
-    for p in pieces[:-1]:
-        yield p, False, n
-    yield pieces[-1], True, n
+    pieces = split_long(text)
+    piece = next(pieces)
+    for following in pieces:  # one piece ahead: the last one ends the document
+        yield piece, False, n
+        piece = following
+    yield piece, True, n
 
 
 def _csv_pieces(
