@@ -457,3 +457,98 @@ def test_training_validation_equals_gpt2kit_eval_of_the_run(tmp_path, corpus):
         assert scores["loss"] == pytest.approx(loss, rel=1e-5)
         assert scores["bits_per_char"] == pytest.approx(bpc, rel=1e-5)
         assert scores["tokens"] == last["val_tokens"]
+
+
+def test_scratch_defaults_are_the_documented_recipe_and_max_time_alone_is_the_budget(
+    tmp_path, corpus
+):
+    out = tmp_path / "run"
+    r = run_cli(
+        "train", str(corpus), "--init", "scratch", "--n-layer", "1", "--n-embd", "32",
+        "--n-head", "2", "--max-time", "0.1", "--samples", "0", "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["tokenizer"] == "auto" and saved["preset"] == "tiny"
+    assert saved["batch_size"] == 16 and saved["dropout"] == 0.0
+    assert saved["lr"] == pytest.approx(5e-3)  # 5e-3 x 128 / width, at most 5e-3
+    summary = json.loads((out / "summary.json").read_text())
+    steps_per_epoch = int(r.stdout.split(" steps per epoch")[0].rsplit(" ", 1)[1])
+    # the time is the budget: many epochs, not one, and the schedule ends inside the budget
+    assert summary["steps"] > 3 * steps_per_epoch
+    assert summary["stopped"] in ("completed", "max_time") and summary["train_seconds"] < 9
+    assert saved["resolved_total_steps"] >= summary["steps"]
+
+
+def test_scratch_only_flags_are_refused_when_fine_tuning(tmp_path, corpus, hf_model_dir):
+    for flag, value in (("--preset", "small"), ("--tokenizer", "bpe:500")):
+        r = run_cli(
+            "train", str(corpus), "--init", str(hf_model_dir), flag, value, "--max-steps", "1",
+            "--out", str(tmp_path / "x"),
+        )  # fmt: skip
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert f"{flag} only apply with --init scratch" in r.stderr
+        assert not (tmp_path / "x").exists()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, corpus):
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    r = run_cli(
+        "train", str(corpus), "--out", str(mine), "--resume", "never", "--overwrite",
+        "--max-steps", "1", *TINY,
+    )  # fmt: skip
+    assert r.returncode == 2 and "not a gpt2kit run folder" in r.stderr
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    run = tmp_path / "run"
+    assert (
+        run_cli("train", str(corpus), "--out", str(run), "--max-steps", "1", *TINY).returncode == 0
+    )
+    r = run_cli(
+        "train", str(corpus), "--out", str(run), "--resume", "never", "--overwrite",
+        "--max-steps", "2", *TINY,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2
+
+
+def test_resume_from_an_earlier_checkpoint_keeps_the_best(tmp_path, corpus, monkeypatch):
+    losses = iter([3.0, 1.0, 2.0, 2.5, 2.2, 1.5, 1.2, 1.1])  # evals every 2 steps; best: step 4
+    monkeypatch.setattr(
+        train_mod,
+        "evaluate_ids",
+        lambda *a, **k: {"loss": (loss := next(losses)), "bits_per_char": loss, "tokens": 100},
+    )
+    out = tmp_path / "run"
+    train(_api_config(corpus, out, max_steps=8, save_every=2, keep_last=4))
+    best_weights = _weights(out, "best")
+    ckpts = out / "checkpoints"
+    assert (ckpts / "step-000002").is_dir() and (ckpts / "step-000004").is_dir()
+    summary = train(
+        _api_config(corpus, out, max_steps=8, save_every=2, resume=str(ckpts / "step-000002"))
+    )
+    # the abandoned trajectory's best checkpoint is set aside, not deleted, and best/ stays the
+    # best model: the resumed run's evaluations (2.2, 1.5, 1.2) never beat 1.0
+    assert (ckpts / "abandoned" / "step-000004" / "COMPLETE").is_file()
+    _assert_same_weights(best_weights, _weights(out, "best"))
+    assert summary.best_val_loss == 1.0
+    # resume auto continues the new trajectory, never the abandoned one
+    assert train(_api_config(corpus, out, max_steps=10, save_every=2)).steps == 10
+
+
+def test_a_run_too_large_for_memory_is_refused_before_it_starts(tmp_path):
+    data = tmp_path / "data"
+    text = tmp_path / "t.txt"
+    text.write_text(SHAKESPEARE.read_text()[:300_000])
+    assert (
+        run_cli("prepare", str(text), "--out", str(data), "--tokenizer", "bpe:300").returncode == 0
+    )
+    t0 = time.time()
+    r = run_cli(
+        "train", str(data), "--init", "scratch", "--preset", "tiny", "--block-size", "100000",
+        "--max-steps", "1", "--out", str(tmp_path / "x"), "--no-progress",
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "GiB" in r.stderr and "--block-size" in r.stderr and "Try" in r.stderr
+    assert time.time() - t0 < 60

@@ -116,6 +116,32 @@ def restore_rng(rng: dict) -> None:
             torch.cuda.set_rng_state_all(states)
 
 
+def abandon_checkpoints(run_dir: Path, later: list[Checkpoint]) -> dict[str, Any] | None:
+    """Set aside the checkpoints of a trajectory that `--resume PATH` abandons.
+
+    Resume auto must never pick them again, so they leave `checkpoints/`; the best of them (as
+    the newest one's trainer state names it) moves to `checkpoints/abandoned/step-NNNNNN/`,
+    still a complete checkpoint and model folder, and the rest are deleted. Returns that best
+    checkpoint's `best_val_loss` and `best_val_bpc`, or None when none of them was the best.
+    """
+    if not later:
+        return None
+    state = json.loads((later[-1].path / "trainer_state.json").read_text())
+    best = next((c for c in later if c.step == state.get("best_step")), None)
+    for c in later:
+        if c is best:
+            target = checkpoint_dir(run_dir) / "abandoned" / c.path.name
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            c.path.rename(target)
+        else:
+            shutil.rmtree(c.path)
+    if best is None:
+        return None
+    return {"best_val_loss": state["best_val_loss"], "best_val_bpc": state.get("best_val_bpc")}
+
+
 def prune_checkpoints(run_dir: Path, keep_last: int, keep_steps: set[int]) -> list[int]:
     """Delete all but the newest `keep_last` checkpoints and those in `keep_steps` (the best).
 

@@ -250,7 +250,7 @@ PRESETS: dict[str, dict] = {
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),
     "distilgpt2": dict(n_layer=6, n_head=12, n_embd=768),
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, n_positions=256),
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, n_positions=128),
     "small": dict(n_layer=6, n_head=6, n_embd=384, n_positions=512),
     "base": dict(n_layer=8, n_head=8, n_embd=512, n_positions=1024),
 }

@@ -17,7 +17,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from gpt2kit.errors import UserError, raise_if_problems
 from gpt2kit.evaluate import evaluate_ids
 from gpt2kit.fsutil import atomic_directory, write_text_atomic
 from gpt2kit.hf import load_model, resolve_model, save_model
-from gpt2kit.model import GPT2, PRESETS, preset_config
+from gpt2kit.model import GPT2, PRESETS, GPT2Config, preset_config
 from gpt2kit.runtime import (
     device_problem,
     precision_name,
@@ -40,9 +40,12 @@ from gpt2kit.runtime import (
     resolve_device,
     resolve_precision,
 )
-from gpt2kit.tokenizer import Tokenizer
+from gpt2kit.tokenizer import Tokenizer, is_trained_spec, trained_spec_problem
 
 SAMPLE_CORPUS = Path(__file__).parent / "assets" / "tinyshakespeare.txt"
+# Peak learning rates when --lr is not given: from scratch for a 128-wide model (scaled down as
+# 1 / width for wider ones, as in muP), and for fine-tuning a pretrained GPT-2.
+SCRATCH_LR, FINETUNE_LR = 5e-3, 5e-5
 
 
 @dataclass
@@ -63,7 +66,9 @@ class TrainConfig:
         "gpt2",
         help="Start point: a hub id (gpt2, distilgpt2, ...), a model folder, a run folder, or 'scratch' for random weights.",
     )
-    preset: str = option("tiny", help=f"Model size with --init scratch: {', '.join(PRESETS)}.")
+    preset: str | None = option(
+        None, help=f"Model size with --init scratch (default tiny): {', '.join(PRESETS)}."
+    )
     n_layer: int | None = option(
         None, help="With --init scratch: number of layers (overrides the preset)."
     )
@@ -79,11 +84,11 @@ class TrainConfig:
     )
     dropout: float | None = option(
         None,
-        help="Dropout for embeddings, attention and residuals (default: the model's own; 0.1 for GPT-2).",
+        help="Dropout for embeddings, attention and residuals (default: 0 from scratch; the model's own when fine-tuning, 0.1 for GPT-2).",
     )
-    tokenizer: str = option(
-        "gpt2",
-        help="With --init scratch: 'gpt2', a tokenizer.json or model folder, or bpe:VOCAB_SIZE to train one on the sources. Fine-tuning always uses the model's tokenizer.",
+    tokenizer: str | None = option(
+        None,
+        help="With --init scratch: auto (the default: a byte-level BPE trained on the sources, sized to the corpus), bpe:VOCAB_SIZE, char, gpt2, or a tokenizer.json or model folder. Fine-tuning always uses the model's tokenizer.",
     )
     val: list[str] = option(
         [], help="Explicit validation sources (default: a fraction of the training documents)."
@@ -99,13 +104,16 @@ class TrainConfig:
     block_size: int | None = option(
         None, help="Tokens per training example (default: the model's context, capped by the data)."
     )
-    batch_size: int = option(8, help="Examples per micro-batch.")
+    batch_size: int | None = option(
+        None, help="Examples per micro-batch (default: 16 from scratch, 8 fine-tuning)."
+    )
     grad_accum: int = option(1, help="Micro-batches per optimizer step (gradient accumulation).")
     tokens_per_step: int | None = option(
         None, help="Target tokens per optimizer step; sets --grad-accum to reach it."
     )
     lr: float | None = option(
-        None, help="Peak learning rate (default: 1e-3 from scratch, 5e-5 for fine-tuning)."
+        None,
+        help="Peak learning rate (default: 5e-3 x 128 / width from scratch, at most 5e-3; 5e-5 for fine-tuning).",
     )
     min_lr_ratio: float = option(0.1, help="Cosine decay floor, as a fraction of --lr.")
     warmup_steps: int | None = option(
@@ -121,10 +129,12 @@ class TrainConfig:
         None, help="Stop after this many optimizer steps (default: --epochs worth)."
     )
     epochs: float | None = option(
-        None, help="Passes over the training data (default 1 when --max-steps is not given)."
+        None,
+        help="Passes over the training data (default 1 when neither --max-steps nor --max-time is given).",
     )
     max_time: float | None = option(
-        None, help="Stop cleanly (with a checkpoint) after this many minutes."
+        None,
+        help="A time budget in minutes for this invocation: stop cleanly with a checkpoint when it is spent. Alone (no --max-steps/--epochs) it is the length of the run: the step count is fitted to it and the learning rate decays over it.",
     )
     eval_every: int = option(
         200, help="Evaluate on the validation split every N steps (and at the end)."
@@ -161,10 +171,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         p = []
-        if self.init == "scratch" and self.preset not in PRESETS:
+        if self.preset is not None and self.preset not in PRESETS:
             p.append(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.init != "scratch":
+            given = [f"--{n}" for n in ("preset", "tokenizer") if getattr(self, n) is not None]
+            if given:
+                p.append(
+                    f"{' and '.join(given)} only apply with --init scratch (fine-tuning keeps the model's size and tokenizer); add --init scratch or leave {'them' if len(given) > 1 else 'it'} out"
+                )
+        if self.tokenizer is not None and trained_spec_problem(self.tokenizer):
+            p.append(trained_spec_problem(self.tokenizer))
         for name in (
-            "batch_size",
             "grad_accum",
             "eval_every",
             "save_every",
@@ -176,6 +193,7 @@ class TrainConfig:
                     f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
                 )
         for name in (
+            "batch_size",
             "block_size",
             "max_steps",
             "tokens_per_step",
@@ -213,6 +231,23 @@ class TrainConfig:
             p.append("--n-layer/--n-head/--n-embd/--n-positions only apply with --init scratch")
         p += filter(None, [device_problem(self.device), precision_problem(self.precision)])
         raise_if_problems(p, "Invalid options for train:")
+
+    def with_defaults(self) -> TrainConfig:
+        """This config with every option left unset filled in: from scratch, the recipe that
+        README "Training from scratch" documents (tiny preset, --tokenizer auto, batch 16,
+        dropout 0, lr 5e-3 x 128 / width); when fine-tuning, batch 8 and lr 5e-5."""
+        if self.init != "scratch":
+            return replace(self, batch_size=self.batch_size or 8, lr=self.lr or FINETUNE_LR)
+        preset = self.preset or "tiny"
+        width = self.n_embd or PRESETS[preset]["n_embd"]
+        return replace(
+            self,
+            preset=preset,
+            tokenizer=self.tokenizer or "auto",
+            batch_size=self.batch_size or 16,
+            dropout=0.0 if self.dropout is None else self.dropout,
+            lr=self.lr or SCRATCH_LR * min(1.0, 128 / width),
+        )
 
 
 @dataclass
@@ -380,7 +415,8 @@ def _scratch_context(config: TrainConfig) -> int:
     )
 
 
-def _scratch_model(config: TrainConfig, tokenizer: Tokenizer) -> GPT2:
+def _scratch_config(config: TrainConfig, tokenizer: Tokenizer) -> GPT2Config:
+    """The configuration of a new model: the preset, the size flags, the tokenizer's vocabulary."""
     overrides: dict[str, Any] = {
         k: getattr(config, k)
         for k in ("n_layer", "n_head", "n_embd")
@@ -396,7 +432,122 @@ def _scratch_model(config: TrainConfig, tokenizer: Tokenizer) -> GPT2:
         overrides.update(
             resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout
         )
-    return GPT2(preset_config(config.preset, **overrides))
+    return preset_config(config.preset, **overrides)
+
+
+def training_memory_bytes(
+    config: GPT2Config, batch_size: int, block_size: int, dtype: torch.dtype
+) -> int:
+    """A conservative estimate of the memory one training step needs: fp32 weights, gradients
+    and AdamW's two moments (16 bytes a parameter), the activations kept for the backward pass
+    (Korthikanti et al. 2022: 34 + 5 x heads x T / width values per token and layer, doubled
+    for the unfused attention of CPUs), and the logits with their gradient."""
+    C, L, H, T, B, V = (
+        config.n_embd,
+        config.n_layer,
+        config.n_head,
+        block_size,
+        batch_size,
+        config.vocab_size,
+    )
+    params = V * C + config.n_positions * C + L * (12 * C * C + 13 * C) + 2 * C
+    act = 2 if dtype in (torch.bfloat16, torch.float16) else 4
+    per_layer = B * T * C * (34 + 2 * 5 * H * T / C) * act
+    logits = 3 * B * T * V * 4
+    return int(16 * params + L * per_layer + logits)
+
+
+def check_memory(
+    config: GPT2Config, batch_size: int, block_size: int, device: torch.device, dtype: torch.dtype
+) -> None:
+    """Refuse a run whose estimated need (`training_memory_bytes`) exceeds the device's memory,
+    before anything is built, naming the numbers and the flag to change."""
+    if device.type == "cuda":
+        available, where = torch.cuda.mem_get_info(device)[1], "GPU memory"
+    elif device.type == "cpu":
+        available, where = available_ram(), "free RAM"
+    else:
+        return
+    need = training_memory_bytes(config, batch_size, block_size, dtype)
+    if available is None or need <= available:
+        return
+    fits_batch = next(
+        (
+            b
+            for b in range(batch_size - 1, 0, -1)
+            if training_memory_bytes(config, b, block_size, dtype) <= available
+        ),
+        None,
+    )
+    fits_block = next(
+        (
+            t
+            for t in (2**k for k in range(20, 2, -1))
+            if t < block_size and training_memory_bytes(config, 1, t, dtype) <= available
+        ),
+        None,
+    )
+    fixes = []
+    if fits_batch:
+        fixes.append(f"--batch-size {fits_batch} (with --grad-accum to keep the tokens per step)")
+    if fits_block:
+        fixes.append(f"--block-size {fits_block} or less")
+    raise UserError(
+        f"This run would need about {need / 2**30:,.1f} GiB ({config.n_layer} layers x "
+        f"{config.n_embd} wide, vocabulary {config.vocab_size:,}, --batch-size {batch_size} x "
+        f"--block-size {block_size}), but this machine has {available / 2**30:,.1f} GiB of "
+        f"{where}. Try {' or '.join(fixes) or 'a smaller model (--preset)'}."
+    )
+
+
+def available_ram() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _steps_for_budget(
+    step_model: torch.nn.Module,
+    sampler: BlockSampler,
+    grad_accum: int,
+    autocast: contextlib.AbstractContextManager,
+    device: torch.device,
+    seconds: float,
+    eval_every: int,
+    val_tokens: int,
+) -> int:
+    """How many optimizer steps fit in `seconds`, timed on a few forward/backward passes of
+    real batches (the weights and the random state are left as they were)."""
+    rng = torch.get_rng_state()
+
+    def one() -> None:
+        for _ in range(grad_accum):
+            x, y = sampler.next_batch()
+            with autocast:
+                loss = step_model(x.to(device), y.to(device)) / grad_accum
+            loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    one()  # the first pass allocates (and compiles); not timed
+    t0, n = time.perf_counter(), 0
+    while n < 3 or (time.perf_counter() - t0 < min(2.0, 0.02 * seconds) and n < 20):
+        one()
+        n += 1
+    step = (time.perf_counter() - t0) / n * 1.1  # + the optimizer step and logging
+    torch.set_rng_state(rng)
+    tokens = sampler.batch * sampler.block * grad_accum
+    eval_per_step = step / 3 * (val_tokens / tokens) / eval_every  # forward only, every N steps
+    reserve = 2 * step / 3 * (val_tokens / tokens) + 2.0  # the last evaluation and the export
+    return max(1, int((seconds - reserve) / (step + eval_per_step)))
 
 
 def _set_dropout(model: GPT2, p: float) -> None:
@@ -421,8 +572,15 @@ def _make_optimizer(
     return torch.optim.AdamW(groups, lr=lr, betas=(config.beta1, config.beta2), **extra)
 
 
-def _prepare_run_dir(config: TrainConfig) -> tuple[Path, ckpt_io.Checkpoint | None]:
-    """Apply --resume/--overwrite to the run folder; return it and the checkpoint to resume."""
+def _prepare_run_dir(
+    config: TrainConfig,
+) -> tuple[Path, ckpt_io.Checkpoint | None, dict[str, Any] | None]:
+    """Apply --resume/--overwrite to the run folder.
+
+    Returns the folder, the checkpoint to resume (or None) and, when --resume PATH abandons
+    later checkpoints, the best validation figures among them (their best checkpoint is moved
+    to `checkpoints/abandoned/`, never deleted).
+    """
     run_dir = Path(config.out).expanduser()
     if config.resume not in ("auto", "never"):
         path = Path(config.resume).expanduser()
@@ -432,10 +590,12 @@ def _prepare_run_dir(config: TrainConfig) -> tuple[Path, ckpt_io.Checkpoint | No
                 f"--resume {path}: not a complete checkpoint folder (step-NNNNNN with a {ckpt_io.MARKER} marker)."
             )
         chosen = ckpt_io.Checkpoint(path, int(m.group(1)))
-        for later in ckpt_io.list_checkpoints(run_dir):
-            if later.step > chosen.step and later.path.resolve() != path.resolve():
-                shutil.rmtree(later.path)  # an abandoned trajectory; resume auto must not pick it
-        return run_dir, chosen
+        later = [
+            c
+            for c in ckpt_io.list_checkpoints(run_dir)
+            if c.step > chosen.step and c.path.resolve() != path.resolve()
+        ]
+        return run_dir, chosen, ckpt_io.abandon_checkpoints(run_dir, later)
     non_empty = run_dir.is_dir() and any(run_dir.iterdir())
     if config.resume == "never":
         if non_empty:
@@ -443,11 +603,22 @@ def _prepare_run_dir(config: TrainConfig) -> tuple[Path, ckpt_io.Checkpoint | No
                 raise UserError(
                     f"{run_dir} is not empty and --resume never was given. Add --overwrite to delete it, or choose another --out."
                 )
+            if not is_run_folder(run_dir):
+                raise UserError(
+                    f"--overwrite refuses to delete {run_dir}: it is not a gpt2kit run folder (no config.yaml beside checkpoints/ or metrics.jsonl). Choose another --out, or empty it yourself."
+                )
             shutil.rmtree(run_dir)
-        return run_dir, None
+        return run_dir, None, None
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is a file, not a folder.")
-    return run_dir, ckpt_io.latest_checkpoint(run_dir)
+    return run_dir, ckpt_io.latest_checkpoint(run_dir), None
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` is a folder written by `gpt2kit train` (what --overwrite may delete)."""
+    return (path / "config.yaml").is_file() and any(
+        (path / name).exists() for name in ("checkpoints", "metrics.jsonl", "summary.json")
+    )
 
 
 def train(config: TrainConfig) -> TrainSummary:
@@ -458,7 +629,8 @@ def train(config: TrainConfig) -> TrainSummary:
     and, when matplotlib is installed, `loss.png`.
     """
     t_start = time.time()
-    run_dir, resume_from = _prepare_run_dir(config)
+    config = config.with_defaults()
+    run_dir, resume_from, abandoned_best = _prepare_run_dir(config)
     device = resolve_device(config.device)
     amp_dtype = resolve_precision(config.precision, device)
     if device.type == "cpu" and amp_dtype == torch.float16:
@@ -474,7 +646,7 @@ def train(config: TrainConfig) -> TrainSummary:
         tokenizer_spec = state.get("tokenizer_spec") or str(resume_from.path)
         if not (
             tokenizer_spec == "gpt2"
-            or tokenizer_spec.startswith("bpe:")
+            or is_trained_spec(tokenizer_spec)
             or Path(tokenizer_spec).exists()
         ):
             tokenizer_spec = str(resume_from.path)  # e.g. a hub snapshot since removed
@@ -483,7 +655,7 @@ def train(config: TrainConfig) -> TrainSummary:
         from gpt2kit.tokenizer import load_tokenizer
 
         tokenizer_spec = config.tokenizer
-        tokenizer = None if tokenizer_spec.startswith("bpe:") else load_tokenizer(tokenizer_spec)
+        tokenizer = None if is_trained_spec(tokenizer_spec) else load_tokenizer(tokenizer_spec)
         model = None  # built once the tokenizer (maybe trained on the data) is known
     else:
         folder = resolve_model(config.init)
@@ -498,9 +670,16 @@ def train(config: TrainConfig) -> TrainSummary:
 
     # ---- data
     data = _load_data(config, run_dir, tokenizer_spec, block_size)
+    if 2 <= len(data.train) <= block_size:
+        print(
+            f"Note: the training data has only {len(data.train):,} tokens, fewer than --block-size {block_size}; using blocks of {len(data.train) - 1} tokens."
+        )
+        block_size = len(data.train) - 1
+    model_config = model.config if model is not None else _scratch_config(config, data.tokenizer)
+    check_memory(model_config, config.batch_size, block_size, device, amp_dtype)
     if model is None:
         tokenizer = data.tokenizer
-        model = _scratch_model(config, tokenizer).to(device)
+        model = GPT2(model_config).to(device)
     elif data.tokenizer.fingerprint != tokenizer.fingerprint:
         raise UserError(
             f"The data in {data.path} was tokenized with a different tokenizer than the model's. "
@@ -514,11 +693,6 @@ def train(config: TrainConfig) -> TrainSummary:
         raise UserError(
             "The training split has fewer than 2 tokens: there is nothing to learn from. Add more text."
         )
-    if len(train_tokens) - 1 < block_size:
-        print(
-            f"Note: the training data has only {len(train_tokens):,} tokens, fewer than --block-size {block_size}; using blocks of {len(train_tokens) - 1} tokens."
-        )
-        block_size = len(train_tokens) - 1
     sampler = BlockSampler(train_tokens, block_size, config.batch_size, config.seed)
     blocks_per_epoch = len(sampler.blocks_in_epoch(0))
     batch_size = config.batch_size
@@ -531,13 +705,7 @@ def train(config: TrainConfig) -> TrainSummary:
         grad_accum = max(1, round(config.tokens_per_step / (batch_size * block_size)))
     tokens_per_step = batch_size * grad_accum * block_size
     steps_per_epoch = max(1, blocks_per_epoch // (batch_size * grad_accum))
-    total_steps = config.max_steps or max(1, math.ceil((config.epochs or 1.0) * steps_per_epoch))
-    peak_lr = config.lr or (1e-3 if config.init == "scratch" else 5e-5)
-    warmup = (
-        config.warmup_steps
-        if config.warmup_steps is not None
-        else min(200, max(1, total_steps // 20))
-    )
+    peak_lr = config.lr
 
     # ---- optimizer, precision, compile
     optimizer = _make_optimizer(model, config, peak_lr, device)
@@ -555,6 +723,32 @@ def train(config: TrainConfig) -> TrainSummary:
     )
     step_model = torch.compile(model) if use_compile else model
 
+    # ---- how long: steps, epochs, or steps fitted to the time budget (kept on resume)
+    time_budgeted = config.max_time is not None and not config.max_steps and not config.epochs
+    if config.max_steps or not time_budgeted:
+        total_steps = config.max_steps or max(
+            1, math.ceil((config.epochs or 1.0) * steps_per_epoch)
+        )
+    elif state is not None and state.get("total_steps"):
+        total_steps = state["total_steps"]
+    else:
+        total_steps = _steps_for_budget(
+            step_model,
+            BlockSampler(train_tokens, block_size, batch_size, config.seed),
+            grad_accum,
+            autocast,
+            device,
+            seconds=config.max_time * 60 - (time.time() - t_start),
+            eval_every=config.eval_every,
+            val_tokens=min(len(data.val), config.eval_tokens or len(data.val)),
+        )
+        optimizer.zero_grad(set_to_none=True)
+    warmup = (
+        config.warmup_steps
+        if config.warmup_steps is not None
+        else min(200, max(1, total_steps // 20))
+    )
+
     # ---- restore position
     st: dict[str, Any] = {
         "step": 0,
@@ -567,9 +761,14 @@ def train(config: TrainConfig) -> TrainSummary:
         "bad_evals": 0,
         "train_seconds": 0.0,
         "tokenizer_spec": tokenizer_spec,  # how the data was tokenized, for the same cache on resume
+        "total_steps": total_steps,  # fitted to --max-time alone: the schedule must not change
     }
     if resume_from is not None:
         st.update(state)
+        if abandoned_best and (
+            st["best_val_loss"] is None or abandoned_best["best_val_loss"] < st["best_val_loss"]
+        ):  # best/ keeps the abandoned trajectory's best until this one beats it
+            st.update(abandoned_best, best_step=None)
         optimizer.load_state_dict(optimizer_state)
         if scaler is not None and rng_scaler.get("scaler"):
             scaler.load_state_dict(rng_scaler["scaler"])
