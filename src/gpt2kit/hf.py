@@ -8,6 +8,7 @@ attention and MLP matrices as `Conv1D` weights of shape (in, out); our `nn.Linea
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -39,7 +40,9 @@ def resolve_model(spec: str | Path) -> Path:
 
     `spec` is a Hugging Face-format folder, a run folder from `gpt2kit train` (its `best/`, else
     `final/`), or a hub id such as `gpt2` or `openai-community/gpt2-medium`, downloaded (or
-    found in the local cache) with `huggingface_hub`.
+    found in the local cache) with `huggingface_hub`. A path that does not exist (one starting
+    with `.`, `/` or `~`, with two slashes or more, or under an existing folder) is refused
+    without asking the hub, naming the closest existing folders.
     """
     text = str(spec)
     path = Path(text).expanduser()
@@ -57,10 +60,56 @@ def resolve_model(spec: str | Path) -> Path:
             f"{path} is not a model folder: it has no config.json (nor a best/ or final/ model "
             "from `gpt2kit train`). Point MODEL at a folder made by save_pretrained or gpt2kit."
         )
-    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    # A hub id is NAME or OWNER/NAME; anything else, or an OWNER that is a local folder, is a
+    # path the user mistyped, and asking the hub for it would only be a wasted network call.
+    looks_local = (
+        text.startswith((".", "/", "~"))
+        or text.count("/") > 1
+        or "\\" in text
+        or ("/" in text and path.parent.is_dir())
+    )
     if looks_local:
-        raise UserError(f"Model folder {text} does not exist.")
-    return download_from_hub(text)
+        raise UserError(
+            f"Model folder {text} does not exist{_did_you_mean(text)}. Pass an existing model "
+            "folder, a run folder from `gpt2kit train`, or a hub id such as gpt2."
+        )
+    try:
+        return download_from_hub(text)
+    except UserError as e:
+        from huggingface_hub import constants
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        # What snapshot_download raises when it may not, or cannot, reach the hub and the id
+        # is not in the local cache either.
+        if not isinstance(e.__context__, LocalEntryNotFoundError):
+            raise
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "it could not be reached"
+        raise UserError(
+            f"{text!r} is neither a local folder{_did_you_mean(text)} nor reachable on the "
+            f"Hugging Face Hub ({why}, and it is not in the local cache). Pass an existing model "
+            "folder or run folder, go online (without HF_HUB_OFFLINE) to download a hub model, "
+            "or train from scratch with --init scratch."
+        ) from None
+
+
+def _did_you_mean(text: str) -> str:
+    """`" (did you mean X?)"` for existing folders like the path `text`: the first part of it
+    that does not exist replaced by the closest names there; "" when none is close."""
+    parts = text.split("/")
+    for i in range(len(parts) - 1, -1, -1):
+        base = "/".join(parts[:i]) if i else "."
+        folder = Path(base or "/").expanduser()
+        if not parts[i] or not folder.is_dir():
+            continue
+        try:
+            names = [entry.name for entry in folder.iterdir() if entry.is_dir()]
+        except OSError:
+            return ""
+        close = difflib.get_close_matches(parts[i], names, n=3)
+        guesses = ["/".join([*parts[:i], name, *parts[i + 1 :]]) for name in close]
+        guesses = [g for g in guesses if Path(g).expanduser().is_dir()]
+        return f" (did you mean {' or '.join(guesses)}?)" if guesses else ""
+    return ""
 
 
 def download_from_hub(repo_id: str) -> Path:
