@@ -212,3 +212,24 @@ def test_fingerprint_is_what_the_tokenizer_encodes_to(tmp_path):
         fingerprints.add(tok.fingerprint)
     assert tokenizers["a merge less"].encode(" the") != [262]
     assert tokenizers["add_prefix_space"].encode("the") == [262]
+
+
+def test_a_tokenizer_file_that_truncates_or_pads_encodes_whole_texts(tmp_path):
+    import json
+
+    data = json.loads(gpt2_tokenizer().backend.to_str())
+    data["truncation"] = {
+        "direction": "Right",
+        "max_length": 5,
+        "strategy": "LongestFirst",
+        "stride": 0,
+    }
+    data["padding"] = {
+        "strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": None,
+        "pad_id": 50256, "pad_type_id": 0, "pad_token": "<|endoftext|>",
+    }  # fmt: skip
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data))
+    text = "Hello world, this is GPT-2 tokenization!"
+    assert load_tokenizer(path).encode(text) == gpt2_tokenizer().encode(text)
+    assert len(gpt2_tokenizer().encode(text)) == 12

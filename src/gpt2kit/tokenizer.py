@@ -311,4 +311,8 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
         backend = _HFTokenizer.from_file(str(path))
     except Exception as e:  # the tokenizers library raises bare Exceptions on bad files
         raise UserError(f"Could not read the tokenizer file {path}: {e}") from None
+    # A file may carry truncation or padding settings (some re-saved GPT-2 files truncate at
+    # 50 tokens); gpt2kit encodes whole documents, so neither may silently apply.
+    backend.no_truncation()
+    backend.no_padding()
     return Tokenizer(backend, str(path))
