@@ -15,6 +15,14 @@ The machine load (1-minute load average) is printed before and after each run, s
 work on the machine slows both. Run from the repository root:
 
     python benchmarks/bench_prepare.py --size-mb 200
+
+`--shape` measures gpt2kit alone on many small documents instead of one file of prose, to show
+whether memory grows with the number of documents: `jsonl` writes --docs records of one to
+three lines of the same prose into one .jsonl file, `files` writes --docs small .txt files
+(the same paragraphs) into one folder:
+
+    python benchmarks/bench_prepare.py --shape jsonl --docs 3000000
+    python benchmarks/bench_prepare.py --shape files --docs 50000
 """
 
 from __future__ import annotations
@@ -47,6 +55,32 @@ def make_corpus(path: Path, size_mb: float, seed: int = 0) -> int:
             f.write(para)
             written += len(para.encode("utf-8"))
     return path.stat().st_size
+
+
+def _lines() -> list[str]:
+    return [ln for ln in SHAKESPEARE.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def make_records(path: Path, docs: int, seed: int = 0) -> int:
+    """Write `docs` JSON Lines records of 1-3 lines of prose each; returns the file's bytes."""
+    lines, rng = _lines(), random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(docs):
+            text = "\n".join(rng.choice(lines) for _ in range(rng.randint(1, 3)))
+            f.write(json.dumps({"text": text}) + "\n")
+    return path.stat().st_size
+
+
+def make_files(folder: Path, docs: int, seed: int = 0) -> int:
+    """Write `docs` small .txt files (4-40 lines of prose each) in `folder`; returns bytes."""
+    lines, rng = _lines(), random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    size = 0
+    for i in range(docs):
+        text = "\n".join(rng.choice(lines) for _ in range(rng.randint(4, 40))) + "\n"
+        (folder / f"{i:07d}.txt").write_text(text, encoding="utf-8")
+        size += len(text.encode("utf-8"))
+    return size
 
 
 def _rss_mb() -> float:
@@ -126,6 +160,7 @@ def child_gpt2kit(corpus: Path, work: Path) -> dict:
     return {
         "seconds": seconds,
         "tokens": int(data.meta["train_tokens"] + data.meta["val_tokens"]),
+        "documents": int(data.meta["train_documents"] + data.meta["val_documents"]),
         "encoder": data.report["encoder"],
         "cache_hit_seconds": cached,
         "rss_after_imports_mb": after_imports,
@@ -151,6 +186,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=float, default=200, help="corpus size (default 200)")
     parser.add_argument("--only", choices=["seed", "gpt2kit"], help="run one side only")
+    parser.add_argument(
+        "--shape",
+        choices=["text", "jsonl", "files"],
+        default="text",
+        help="text: one file of prose (both sides); jsonl: --docs short records in one .jsonl; "
+        "files: --docs small .txt files in a folder (gpt2kit only for these two)",
+    )
+    parser.add_argument(
+        "--docs", type=int, default=2_000_000, help="documents for --shape jsonl/files"
+    )
     parser.add_argument("--workdir", help="where to write the corpus and outputs (default: tmp)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
@@ -166,19 +211,30 @@ def main() -> None:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-prepare-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        corpus = root / "corpus.txt"
-        size = make_corpus(corpus, args.size_mb)
-        print(f"corpus: {size / 1e6:.1f} MB of prose, {os.cpu_count()} CPUs")
+        if args.shape == "text":
+            corpus = root / "corpus.txt"
+            size = make_corpus(corpus, args.size_mb)
+            what = "of prose in one file"
+        elif args.shape == "jsonl":
+            corpus = root / "corpus.jsonl"
+            size = make_records(corpus, args.docs)
+            what = f"in {args.docs:,} .jsonl records"
+        else:
+            corpus = root / "corpus"
+            size = make_files(corpus, args.docs)
+            what = f"in {args.docs:,} .txt files"
+        print(f"corpus: {size / 1e6:.1f} MB {what}, {os.cpu_count()} CPUs")
         results = {}
         for which in ("seed", "gpt2kit"):
-            if args.only and args.only != which:
+            if (args.only and args.only != which) or (args.shape != "text" and which == "seed"):
                 continue
             work = root / which
             work.mkdir(exist_ok=True)
             r = results[which] = run_child(which, corpus, work)
             mbs, tps = size / 1e6 / r["seconds"], r["tokens"] / r["seconds"]
             extra = (
-                f", cache hit {r['cache_hit_seconds']:.2f} s, encoder {r['encoder']}"
+                f", {r['documents']:,} documents, cache hit {r['cache_hit_seconds']:.2f} s, "
+                f"encoder {r['encoder']}"
                 if which == "gpt2kit"
                 else f", {r['blocks']:,} blocks"
             )

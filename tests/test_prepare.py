@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -422,7 +423,7 @@ def test_pipes_and_broken_links_in_a_folder_are_skipped_with_a_note(tmp_path):
     assert "skipped 2 entries that are not regular files in the folder" in r.stdout
     assert "gone.txt (a broken link)" in r.stdout and "pipe.txt (a pipe)" in r.stdout
     data = load_prepared(tmp_path / "out")
-    assert [s["source"] for s in data.meta["sources"]] == [str(folder / "a.txt")]
+    assert [(s["source"], s["files"]) for s in data.meta["sources"]] == [(str(folder), 1)]
 
 
 def test_more_threads_than_cores_are_capped_with_a_warning(tmp_path):
@@ -449,3 +450,126 @@ def test_a_record_on_one_huge_line_is_read_and_cut_in_linear_time():
     assert "".join(pieces) == text and len(pieces) > 20_000
     assert all(p.endswith("word") for p in pieces[:-1])  # cut before a space
     assert time.perf_counter() - start < 3.0
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _peak_bytes(fn) -> int:
+    """Peak of Python and NumPy allocations (tracemalloc sees both) while `fn()` runs."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_grows_by_a_few_bytes_per_document_only(tmp_path, monkeypatch):
+    """Many tiny records: past the bounded buffers (read blocks, batches in flight), each
+    document costs its 8-byte hash (and the seeded choice of val documents), and the
+    statistics computed from all documents at the end (duplicates, tokens per document) add
+    a few bytes per document, not copies of the hashes or of the offsets."""
+    monkeypatch.setattr(sources_mod, "BLOCK_BYTES", 4096)  # saturate every bounded buffer
+    monkeypatch.setattr(pipeline, "BATCH_CHARS", 2048)  # at test scale
+    extra: dict[str, int] = {}
+
+    def measured(name: str):
+        fn = getattr(pipeline, name)
+
+        def wrapper(*args):
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            try:
+                return fn(*args)
+            finally:
+                extra[name] = tracemalloc.get_traced_memory()[1] - before
+
+        monkeypatch.setattr(pipeline, name, wrapper)
+
+    measured("_duplicates")
+    measured("_tokens_per_document")
+
+    def peak(n: int) -> int:
+        path = tmp_path / f"{n}.jsonl"
+        path.write_text("".join(f'"doc {i}"\n' for i in range(n)))
+        config = PrepareConfig(sources=[str(path)], out=str(tmp_path / f"d{n}"), num_threads=1)
+        return _peak_bytes(lambda: prepare(config, progress=False))
+
+    peak(1000)  # one-time costs (the tokenizer's caches) out of the comparison
+    small = peak(10_000)
+    per_document = (peak(60_000) - small) / 50_000
+    assert per_document < 24, f"{per_document:.1f} bytes per document"
+    for name, size in extra.items():  # measured on the 60,000 documents
+        assert size < 4 * 60_000, f"{name} allocated {size / 60_000:.1f} bytes per document"
+
+
+@pytest.mark.parametrize("split", ["random", "explicit"])
+def test_duplicate_and_length_statistics_equal_a_direct_count(tmp_path, monkeypatch, split):
+    """The in-place duplicate count and the running document lengths give what counting the
+    documents directly gives, with documents cut in pieces across many batches."""
+    monkeypatch.setattr(sources_mod, "PIECE_CHARS", 40)
+    monkeypatch.setattr(pipeline, "BATCH_CHARS", 100)
+    rng = random.Random(3)
+    words = ["alpha", "beta", "gamma", "delta"]
+    docs = [" ".join(rng.choices(words, k=rng.choice([1, 2, 30]))) for _ in range(400)]
+    path = write_jsonl(tmp_path / "docs.jsonl", docs)
+    options = {}
+    if split == "explicit":
+        options["val"] = [str(write_jsonl(tmp_path / "val.jsonl", docs[:20] + ["zeta"] * 3))]
+    config = PrepareConfig(sources=[str(path)], out=str(tmp_path / "d"), **options)
+    data = prepare(config, progress=False)
+    train = [TOK.decode(d) for d in docs_of(data.train, data.train_docs)]
+    val = [TOK.decode(d) for d in docs_of(data.val, data.val_docs)]
+    assert data.report["duplicate_documents"] == len(train + val) - len(set(train + val))
+    assert data.report["train_val_shared_documents"] == sum(d in set(train) for d in val)
+    assert data.report["train_val_shared_documents"] > 0
+    lengths = [len(d) + 1 for d in docs_of(data.train, data.train_docs)]
+    lengths += [len(d) + 1 for d in docs_of(data.val, data.val_docs)]
+    assert data.report["tokens_per_document"] == {
+        "mean": sum(lengths) / len(lengths),
+        "min": min(lengths),
+        "max": max(lengths),
+    }
+
+
+def test_a_batch_holds_a_bounded_number_of_documents(tmp_path, monkeypatch):
+    """Tiny documents fill a batch of BATCH_CHARS characters with ~100k Python strings and
+    arrays; a batch also ends at BATCH_PIECES pieces, so its objects stay bounded."""
+    sizes = []
+    encode = pipeline._encode_batch
+
+    def spy(encoder, texts, *args):
+        sizes.append(len(texts))
+        return encode(encoder, texts, *args)
+
+    monkeypatch.setattr(pipeline, "_encode_batch", spy)
+    path = tmp_path / "tiny.jsonl"
+    path.write_text("".join(f'"{i}"\n' for i in range(30_000)))
+    data = prepare(PrepareConfig(sources=[str(path)], out=str(tmp_path / "d")), progress=False)
+    assert data.meta["train_documents"] + data.meta["val_documents"] == 30_000
+    assert max(sizes) <= 8192 and sum(sizes) == 30_000
+
+
+def test_a_folder_of_many_files_costs_little_per_file_and_is_reported_as_one_source(
+    tmp_path, capsys
+):
+    def prepare_files(n: int):
+        folder = tmp_path / f"files{n}"
+        folder.mkdir()
+        for i in range(n):
+            (folder / f"{i:05d}.txt").write_text(f"File number {i}.")
+        config = PrepareConfig(sources=[str(folder)], out=str(tmp_path / f"d{n}"))
+        box = {}
+        peak = _peak_bytes(lambda: box.setdefault("data", prepare(config, progress=False)))
+        return peak, box["data"], folder
+
+    prepare_files(10)  # one-time costs (the tokenizer's caches) out of the comparison
+    small, _, _ = prepare_files(500)
+    large, data, folder = prepare_files(2500)
+    per_file = (large - small) / 2000
+    assert per_file < 800, f"{per_file:.0f} bytes per file"
+    (source,) = data.report["sources"]  # one entry for the folder, not one per file
+    assert source["source"] == str(folder) and source["files"] == 2500
+    assert source["documents"] == 2500
+    assert "(text, 2,500 files): 2,500 document(s)" in pipeline.format_report(data.report)

@@ -6,8 +6,8 @@ The steps, each streaming so memory stays bounded whatever the input size:
 2. hash the sources' bytes: with the options they form the cache key, and a DATA_DIR that
    was prepared with the same key is reused at once;
 3. scan: read every document once to validate the input before any heavy work, count
-   documents and characters and hash each document (8 bytes per document) for the
-   duplicate statistics;
+   documents and characters and hash each document (8 bytes per document, the only memory
+   that grows with the number of documents) for the duplicate statistics;
 4. choose the validation split: `--val` sources, else a seeded random choice of whole
    documents, else (one document) its tail;
 5. train the tokenizer if `bpe:N`, then tokenize in batches on a thread pool and append the
@@ -61,6 +61,7 @@ from gpt2kit.tokenizer import Tokenizer, is_trained_spec, load_tokenizer, train_
 FORMAT = "gpt2kit-prepared-data"
 FORMAT_VERSION = 1
 BATCH_CHARS = 1 << 20  # characters of text per encoding batch
+BATCH_PIECES = 8192  # ... and at most this many pieces (tiny documents cost objects, not chars)
 SPLITS = ("train", "val")
 
 
@@ -228,18 +229,20 @@ class _Scan:
     warnings: list[str] = field(default_factory=list)
 
 
-def _scan(
-    sources: dict[str, list[Source]],
-    fingerprints: dict[str, list[dict]],
-    config: PrepareConfig,
-    bar: tqdm,
-) -> _Scan:
-    """Read every document: validate, count, hash (8 bytes each); raise all problems at once."""
+def _scan(sources: dict[str, list[Source]], config: PrepareConfig, bar: tqdm) -> _Scan:
+    """Read every document: validate, count, hash (8 bytes each); raise all problems at once.
+
+    The report gets one entry per SOURCE argument (a folder of 50,000 files is one entry), so
+    what is kept per file is only its `Source`.
+    """
     scan, problems = _Scan(), []
     for role in SPLITS:
-        for source, fp in zip(sources[role], fingerprints[role], strict=True):
+        hashes = scan.hashes[role]
+        entry: dict[str, Any] | None = None
+        empty: dict[str, dict[str, Any]] = {}  # SOURCE argument -> its files without text
+        for source in sources[role]:
             stats: dict[str, Any] = {}
-            hashes, docs, chars, doc_chars = array("Q"), 0, 0, 0
+            kept, docs, chars, doc_chars = len(hashes), 0, 0, 0
             longest, shortest = scan.longest, scan.shortest
             h = hashlib.blake2b(digest_size=8)
             try:
@@ -257,31 +260,47 @@ def _scan(
                     if shortest is None or doc_chars < shortest["characters"]:
                         shortest = _where(source, n, doc_chars, role)
                     doc_chars = 0
-            except EmptySource as e:
-                if source.found:
-                    scan.warnings.append(f"skipped {source.name}: {e}")
+            except UserError as e:
+                del hashes[kept:]
+                if isinstance(e, EmptySource) and source.found:
+                    skip = empty.setdefault(source.group, {"count": 0, "names": []})
+                    skip["count"] += 1
+                    skip.setdefault("first", f"{source.name}: {e}")
+                    if len(skip["names"]) < 5:
+                        skip["names"].append(source.path.name if source.path else source.name)
                 else:
                     problems.append(str(e))
-                continue
-            except UserError as e:
-                problems.append(str(e))
                 continue
             scan.usable[role].append(source)
             scan.docs[role] += docs
             scan.chars[role] += chars
-            scan.hashes[role].extend(hashes)
             scan.longest, scan.shortest = longest, shortest
-            skipped = stats.get("skipped_records", 0)
-            if skipped:
-                what = stats.get("column") or stats.get("field")
-                scan.warnings.append(
-                    f"skipped {skipped:,} {UNITS[source.kind]}(s) of {source.name} with an "
-                    f"empty or null {what!r}"
-                )
-            entry = {"source": source.name, "role": role, **fp}
+            if entry is None or not source.found or entry["source"] != source.group:
+                entry = {"source": source.group, "role": role, "kind": source.kind, "files": 0}
+                entry.update(documents=0, characters=0, skipped_records=0)
+                scan.sources.append(entry)
+            elif source.kind not in entry["kind"].split(", "):
+                entry["kind"] += f", {source.kind}"
             entry.update({k: stats[k] for k in ("column", "field") if k in stats})
-            entry.update(documents=docs, characters=chars, skipped_records=skipped)
-            scan.sources.append(entry)
+            entry["files"] += 1
+            entry["documents"] += docs
+            entry["characters"] += chars
+            entry["skipped_records"] += stats.get("skipped_records", 0)
+        for group, skip in empty.items():
+            shown = ", ".join(skip["names"]) + (", ..." if skip["count"] > 5 else "")
+            scan.warnings.append(
+                f"skipped {skip['first']}"
+                if skip["count"] == 1
+                else f"skipped {skip['count']:,} files of {group} that hold no document: {shown}"
+            )
+    for entry in scan.sources:
+        if entry["skipped_records"]:
+            what = entry.get("column") or entry.get("field")
+            unit = "row" if "column" in entry else "record"
+            scan.warnings.append(
+                f"skipped {entry['skipped_records']:,} {unit}(s) of {entry['source']} with an "
+                f"empty or null {what!r}"
+            )
     if not problems and scan.docs["train"] == 0:
         problems.append("the sources hold no document (every file was skipped)")
     if not problems and sources["val"] and scan.docs["val"] == 0:
@@ -412,18 +431,35 @@ def _encode_batch(
 
 
 class _SplitWriter:
-    """Appends token ids to `{split}.bin` and document offsets to `{split}.idx`."""
+    """Appends token ids to `{split}.bin` and document offsets to `{split}.idx`, keeping the
+    shortest and longest document length (in tokens) as it goes."""
 
     def __init__(self, folder: Path, split: str) -> None:
         self.bin = open(folder / f"{split}.bin", "wb", buffering=1 << 22)  # noqa: SIM115
         self.idx = open(folder / f"{split}.idx", "wb", buffering=1 << 20)  # noqa: SIM115
         self.tokens = self.documents = self.chars = 0
+        self.last_start = -1  # where the last document started (-1: none yet)
+        self.shortest, self.longest = np.iinfo(np.int64).max, 0  # among finished documents
 
     def write(self, tokens: np.ndarray, doc_starts: np.ndarray) -> None:
+        starts = (doc_starts + self.tokens).astype("<i8")
+        if len(starts):
+            bounds = starts if self.last_start < 0 else np.r_[self.last_start, starts]
+            lengths = np.diff(bounds)  # of the documents these starts end
+            if len(lengths):
+                self.shortest = min(self.shortest, int(lengths.min()))
+                self.longest = max(self.longest, int(lengths.max()))
+            self.last_start = int(starts[-1])
         self.bin.write(memoryview(np.ascontiguousarray(tokens)))
-        self.idx.write(memoryview((doc_starts + self.tokens).astype("<i8")))
+        self.idx.write(memoryview(starts))
         self.tokens += len(tokens)
         self.documents += len(doc_starts)
+
+    def shortest_doc(self) -> int:
+        return min(self.shortest, self.tokens - self.last_start) if self.documents else 0
+
+    def longest_doc(self) -> int:
+        return max(self.longest, self.tokens - self.last_start) if self.documents else 0
 
     def close(self) -> None:
         self.bin.close()
@@ -470,7 +506,7 @@ def _tokenize(
             ends.append(end)
             sizes[dest] += len(text)
             writers[dest].chars += len(text)
-            if sizes[dest] >= BATCH_CHARS:
+            if sizes[dest] >= BATCH_CHARS or len(texts) >= BATCH_PIECES:
                 submit(dest)
         submit(0)
         submit(1)
@@ -489,14 +525,21 @@ def _tokenize(
 # ----------------------------------------------------------------------------- prepare
 
 
-def _cache_key(
-    config: PrepareConfig, fingerprints: dict[str, list[dict]], tokenizer_id: str
-) -> str:
+def _content(sources: list[Source], advance: Any) -> dict[str, Any]:
+    """What identifies the content of `sources`, in order: each one's kind, size and SHA-256
+    folded into one digest, so memory does not grow with the number of files."""
+    h = hashlib.sha256()
+    for source in sources:
+        h.update(json.dumps(fingerprint(source, advance), sort_keys=True).encode() + b"\n")
+    return {"files": len(sources), "sha256": h.hexdigest()}
+
+
+def _cache_key(config: PrepareConfig, content: dict[str, dict], tokenizer_id: str) -> str:
     payload = {
         "format_version": FORMAT_VERSION,
         "piece_chars": PIECE_CHARS,
         "tokenizer": tokenizer_id,
-        "sources": fingerprints,
+        "sources": content,
         "split": None if config.val else [config.val_fraction, config.seed],
         "reading": [getattr(config, k) for k in SOURCE_OPTIONS],
     }
@@ -519,27 +562,41 @@ def _threads(config: PrepareConfig) -> tuple[int, str | None]:
 
 
 def _duplicates(scan: _Scan, plan: _Plan) -> tuple[int, int]:
-    """(documents identical to another one, val documents identical to a train one)."""
-    train = np.frombuffer(scan.hashes["train"], dtype=np.uint64)
+    """(documents identical to another one, val documents identical to a train one).
+
+    Works on the 8-byte hashes sorted in place (they are not used afterwards), so it needs
+    no copy of them: only the val documents' hashes and one byte per document.
+    """
+    every = np.frombuffer(scan.hashes["train"], dtype=np.uint64)  # a writable view
     val = np.frombuffer(scan.hashes["val"], dtype=np.uint64)
     if plan.method == "random":
-        mask = np.zeros(len(train), dtype=bool)
-        mask[plan.val_index] = True
-        train, val = train[~mask], train[mask]
-    every = np.concatenate([train, val])
-    duplicates = len(every) - len(np.unique(every))
-    shared = int(np.isin(val, train).sum()) if plan.method in ("random", "explicit") else 0
-    return duplicates, shared
+        val = every[plan.val_index]  # val documents are among `every`: a copy of theirs
+    every.sort()
+    duplicates = _repeats(every)
+    if plan.method == "random":  # a val document shared with train: its hash occurs more
+        val.sort()  # often in every document than in the val documents
+        in_every = np.searchsorted(every, val, "right") - np.searchsorted(every, val, "left")
+        in_val = np.searchsorted(val, val, "right") - np.searchsorted(val, val, "left")
+        return duplicates, int(np.count_nonzero(in_every > in_val))
+    val.sort()
+    found = np.searchsorted(every, val).clip(max=max(0, len(every) - 1))
+    shared = every[found] == val if len(every) else np.zeros(len(val), dtype=bool)
+    first = np.ones(len(val), dtype=bool)
+    first[1:] = val[1:] != val[:-1]  # each distinct val hash once
+    duplicates += _repeats(val) + int(np.count_nonzero(shared & first))
+    return duplicates, int(np.count_nonzero(shared)) if plan.method == "explicit" else 0
 
 
-def _tokens_per_document(folder: Path, writers: list[_SplitWriter]) -> dict[str, float]:
-    lengths = []
-    for split, w in zip(SPLITS, writers, strict=True):
-        if w.documents:
-            starts = np.fromfile(folder / f"{split}.idx", dtype="<i8")
-            lengths.append(np.diff(starts, append=w.tokens))
-    every = np.concatenate(lengths)
-    return {"mean": float(every.mean()), "min": int(every.min()), "max": int(every.max())}
+def _repeats(ordered: np.ndarray) -> int:
+    """How many entries of a sorted array equal the one before them."""
+    return int(np.count_nonzero(ordered[1:] == ordered[:-1]))
+
+
+def _tokens_per_document(writers: list[_SplitWriter]) -> dict[str, float]:
+    docs = sum(w.documents for w in writers)
+    longest = max(w.longest_doc() for w in writers)
+    shortest = min(w.shortest_doc() for w in writers if w.documents)
+    return {"mean": sum(w.tokens for w in writers) / docs, "min": shortest, "max": longest}
 
 
 def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
@@ -574,13 +631,13 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
     every = sources["train"] + sources["val"]
     local = None if any(s.path is None for s in every) else sum(s.size or 0 for s in every)
     with _bar(progress, local, "hashing sources") as bar:
-        fingerprints = {r: [fingerprint(s, bar.update) for s in sources[r]] for r in SPLITS}
+        content = {r: _content(sources[r], bar.update) for r in SPLITS}
     tokenizer_id = (
         tokenizer.fingerprint
         if tokenizer
         else f"{config.tokenizer}/tokenizers-{tokenizers.__version__}"
     )
-    key = _cache_key(config, fingerprints, tokenizer_id)
+    key = _cache_key(config, content, tokenizer_id)
     if not config.force and is_prepared_dir(out) and _read_meta(out).get("cache_key") == key:
         data = load_prepared(out)
         data.reused = True
@@ -594,7 +651,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
         return data
 
     with _bar(progress, local, "checking sources") as bar:
-        scan = _scan(sources, fingerprints, config, bar)
+        scan = _scan(sources, config, bar)
     scan.warnings = notes + scan.warnings
     plan = _plan(scan, config)
 
@@ -659,7 +716,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
                 "train_val_shared_documents": shared,
                 "longest_document": scan.longest,
                 "shortest_document": scan.shortest,
-                "tokens_per_document": _tokens_per_document(tmp, writers),
+                "tokens_per_document": _tokens_per_document(writers),
                 "warnings": scan.warnings,
                 "seconds": round(time.perf_counter() - started, 3),
             },

@@ -79,7 +79,7 @@ def build_report(
         "vocab_size": meta["vocab_size"],
         "dtype": meta["dtype"],
         "sources": [
-            {k: s[k] for k in s if k not in ("sha256", "bytes", "compressed", "files")}
+            {k: s[k] for k in s if k not in ("sha256", "bytes", "compressed")}
             for s in meta["sources"]
         ],
         "documents": docs,
@@ -129,10 +129,13 @@ def format_report(report: dict[str, Any], reused: bool = False) -> str:
         col = s.get("column") or s.get("field")
         col = f", text in {'column' if 'column' in s else 'field'} {col!r}" if col else ""
         skipped = f", {_n(s['skipped_records'])} empty skipped" if s.get("skipped_records") else ""
+        files = s.get("files")
+        files = f", {_n(files)} files" if isinstance(files, int) and files > 1 else ""
         rows.append(
             (
                 f"{s['role']} source",
-                f"{s['source']} ({s['kind']}{col}): {_n(s['documents'])} document(s){skipped}",
+                f"{s['source']} ({s['kind']}{col}{files}): {_n(s['documents'])} "
+                f"document(s){skipped}",
             )
         )
     rows += [

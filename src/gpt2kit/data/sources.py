@@ -77,12 +77,12 @@ class EmptySource(UserError):
     """A source that holds no document (an empty or whitespace-only file, no non-empty rows)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """One input: a local file (`path`) of a `kind`, or a Hugging Face dataset (`hf`).
 
     `found` is True for files found by expanding a folder or glob: an empty one is skipped
-    with a warning instead of stopping the run.
+    with a warning instead of stopping the run; `origin` is then that folder or glob.
     """
 
     kind: str  # text, csv, tsv, json, jsonl, parquet or hf
@@ -90,6 +90,7 @@ class Source:
     compressed: bool = False
     found: bool = False
     hf: tuple[str, str | None, str] | None = None  # (name, config, split)
+    origin: str | None = None
 
     @property
     def name(self) -> str:
@@ -98,6 +99,11 @@ class Source:
             name, config, split = self.hf
             return f"hf:{name}" + (f":{config}" if config else "") + f"@{split}"
         return str(self.path)
+
+    @property
+    def group(self) -> str:
+        """The SOURCE argument this source was found from (the report's unit)."""
+        return self.origin or self.name
 
     @property
     def size(self) -> int | None:
@@ -242,6 +248,7 @@ def resolve_sources(
             problems.append(f"{spec}: no such file or folder")
             continue
         found, skipped = [], []
+        origin = str(path) if path.is_dir() else spec
         for file in candidates:
             kind, compressed = _kind_of(file)
             base = file.name.lower().removesuffix(".gz")
@@ -249,7 +256,7 @@ def resolve_sources(
             if kind == "parquet" and compressed:
                 skipped.append(file)
             elif known or _looks_like_text(file, compressed, encoding):
-                found.append(Source(kind, file, compressed, found=True))
+                found.append(Source(kind, file, compressed, found=True, origin=origin))
             else:
                 skipped.append(file)
         if skipped:
