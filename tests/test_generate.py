@@ -18,6 +18,7 @@ from gpt2kit import GPT2, Generator, GPT2Config
 from gpt2kit.errors import UserError
 from gpt2kit.generate import (
     GenerationParams,
+    _Noise,
     apply_repetition_penalty,
     ngram_bans,
     sample_seed,
@@ -219,6 +220,17 @@ def test_batch_size_splits_prompts_but_keeps_each_row_correct(peaky):
     assert [(c.prompt_index, c.sample_index) for c in one] == [
         (p, s) for p in range(3) for s in range(2)
     ]
+
+
+def test_noise_drawn_in_blocks_of_steps_equals_one_step_at_a_time():
+    """Off the CPU each row draws 8 steps of noise per call; on the CPU a block of draws is
+    the same numbers, so the block bookkeeping (refill, step index) is checked here."""
+    one = _Noise([5, 6, 7], 50, torch.device("cpu"), steps=1)
+    eight = _Noise([5, 6, 7], 50, torch.device("cpu"), steps=8)
+    rows = [one.next().clone() for _ in range(20)]
+    assert all(torch.equal(a, eight.next()) for a in rows)
+    alone = _Noise([6], 50, torch.device("cpu"), steps=8)  # row 1 drawn without the others
+    assert all(torch.equal(a[1], alone.next()[0]) for a in rows)
 
 
 def test_seeded_samples_do_not_depend_on_how_the_rows_are_batched(peaky):

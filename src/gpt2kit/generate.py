@@ -395,9 +395,11 @@ class _Noise:
     out of most steps. Either way a row's noise depends only on its seed and the step.
     """
 
-    def __init__(self, seeds: list[int], vocab: int, device: torch.device) -> None:
+    def __init__(
+        self, seeds: list[int], vocab: int, device: torch.device, steps: int | None = None
+    ) -> None:
         self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-        self.steps = 1 if device.type == "cpu" else 8
+        self.steps = steps or (1 if device.type == "cpu" else 8)
         self.block = torch.empty((len(seeds), self.steps, vocab), device=device)  # (B, K, V)
         self.t = 0
 
