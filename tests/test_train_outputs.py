@@ -164,3 +164,28 @@ def test_a_second_sigint_while_the_first_is_handled_exits_at_once(tmp_path, corp
     assert proc.returncode == 130, stderr
     assert time.time() - t0 < 30
     assert "Traceback" not in stderr
+
+
+def test_a_full_disk_while_checkpointing_exits_2_naming_the_fix(
+    tmp_path, corpus, monkeypatch, capsys
+):
+    """PyTorch reports a failed write as a RuntimeError; on a full disk it is the user's to fix."""
+    import shutil
+    from collections import namedtuple
+
+    from gpt2kit import checkpoint
+    from gpt2kit.cli import main
+
+    def full(*a, **k):
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed"
+        )
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 0))
+    out = tmp_path / "run"
+    status = main(["train", str(corpus), "--out", str(out), *TINY])  # fails at step 10
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "No space left on device" in err and "The disk is full" in err and "--out" in err

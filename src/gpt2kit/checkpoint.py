@@ -10,6 +10,7 @@ Everything is loaded with `safetensors` or `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -78,14 +79,28 @@ def save_checkpoint(
         return Checkpoint(target, step)  # this step is already safely on disk
     with atomic_directory(target) as tmp:
         save_model(model, tokenizer, tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-        torch.save({"rng": rng, "scaler": scaler_state}, tmp / "rng_scaler.pt")
+        _torch_save({"rng": rng, "scaler": scaler_state}, tmp / "rng_scaler.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
     _write_marker(target)
     return Checkpoint(target, step)
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """`torch.save`, with a write that failed for want of space reported as the OSError it is.
+
+    PyTorch reports a failed write as a bare RuntimeError ("file write failed"); when the disk
+    is then (nearly) full, that is ENOSPC on `path`, which the CLI turns into a message.
+    """
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        if "write" in str(e).lower() and shutil.disk_usage(path.parent).free < 64 << 20:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
 
 
 def _write_marker(folder: Path) -> None:
