@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,17 @@ def run_cli(*args: str, input: str | None = None, timeout: float = 300, env: dic
         timeout=timeout,
         env=full_env,
     )
+
+
+def script_validation_losses(monkeypatch, losses: Iterable[float]) -> None:
+    """Make training's validation return `losses`, one per evaluation, in order (bits per
+    character equal to the loss), so a test decides which step is the best."""
+    from gpt2kit import training
+
+    scripted = iter(losses)
+
+    def score(*args, **kwargs) -> dict:
+        loss = next(scripted)
+        return {"loss": loss, "bits_per_char": loss, "tokens": 100}
+
+    monkeypatch.setattr(training, "evaluate_ids", score)

@@ -17,7 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import SHAKESPEARE, make_hf_model, run_cli
+from conftest import SHAKESPEARE, make_hf_model, run_cli, script_validation_losses
 from gpt2kit import training as train_mod
 from gpt2kit.training import BlockSampler, TrainConfig, lr_at, train
 
@@ -260,12 +260,9 @@ def test_non_finite_loss_never_updates_the_weights(tmp_path, corpus, monkeypatch
 
 
 def test_early_stopping_and_retention_keep_the_best(tmp_path, corpus, monkeypatch):
-    losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])  # best at the 2nd evaluation (step 4)
-    monkeypatch.setattr(
-        train_mod,
-        "evaluate_ids",
-        lambda *a, **k: {"loss": (loss := next(losses)), "bits_per_char": loss, "tokens": 100},
-    )
+    script_validation_losses(
+        monkeypatch, [3.0, 2.0, 2.5, 2.6, 2.7, 2.8]
+    )  # best at the 2nd evaluation (step 4)
     out = tmp_path / "run"
     summary = train(_api_config(corpus, out, max_steps=100, patience=3, keep_last=1, save_every=2))
     assert summary.stopped == "early_stopping" and summary.steps == 10
@@ -514,12 +511,9 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, corpus):
 
 
 def test_resume_from_an_earlier_checkpoint_keeps_the_best(tmp_path, corpus, monkeypatch):
-    losses = iter([3.0, 1.0, 2.0, 2.5, 2.2, 1.5, 1.2, 1.1])  # evals every 2 steps; best: step 4
-    monkeypatch.setattr(
-        train_mod,
-        "evaluate_ids",
-        lambda *a, **k: {"loss": (loss := next(losses)), "bits_per_char": loss, "tokens": 100},
-    )
+    script_validation_losses(
+        monkeypatch, [3.0, 1.0, 2.0, 2.5, 2.2, 1.5, 1.2, 1.1]
+    )  # evals every 2 steps; best: step 4
     out = tmp_path / "run"
     train(_api_config(corpus, out, max_steps=8, save_every=2, keep_last=4))
     best_weights = _weights(out, "best")

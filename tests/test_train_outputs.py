@@ -16,8 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SHAKESPEARE
-from gpt2kit import training as train_mod
+from conftest import SHAKESPEARE, script_validation_losses
 from gpt2kit.training import TrainConfig, train
 
 # tests/test_train.py's tiny settings: a 2-layer, 32-wide model on ~2,300 tokens.
@@ -58,12 +57,9 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def test_best_holds_the_best_steps_weights_not_the_last(tmp_path, corpus, monkeypatch):
-    losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])  # best at the 2nd evaluation: step 4 of 10
-    monkeypatch.setattr(
-        train_mod,
-        "evaluate_ids",
-        lambda *a, **k: {"loss": (loss := next(losses)), "bits_per_char": loss, "tokens": 100},
-    )
+    script_validation_losses(
+        monkeypatch, [3.0, 2.0, 2.5, 2.6, 2.7, 2.8]
+    )  # best at the 2nd evaluation: step 4 of 10
     out = tmp_path / "run"
     summary = train(_config(corpus, out, max_steps=100, patience=3, save_every=2, keep_last=10))
     assert summary.stopped == "early_stopping" and summary.steps == 10
@@ -77,12 +73,7 @@ def test_best_holds_the_best_steps_weights_not_the_last(tmp_path, corpus, monkey
 
 def test_a_max_time_stop_leaves_final_equal_to_the_last_checkpoint(tmp_path, corpus, monkeypatch):
     # Only the first evaluation is a new best, so the stop's checkpoint is the --max-time one.
-    losses = (3.0 + n / 100 for n in range(10**6))
-    monkeypatch.setattr(
-        train_mod,
-        "evaluate_ids",
-        lambda *a, **k: {"loss": (loss := next(losses)), "bits_per_char": loss, "tokens": 100},
-    )
+    script_validation_losses(monkeypatch, (3.0 + n / 100 for n in range(10**6)))
     out = tmp_path / "run"
     summary = train(_config(corpus, out, max_steps=100000, max_time=0.04, save_every=1000))
     assert summary.stopped == "max_time" and 2 < summary.steps < 1000
