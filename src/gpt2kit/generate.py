@@ -41,6 +41,7 @@ from gpt2kit.runtime import (
     DEVICES,
     PRECISIONS,
     device_problem,
+    free_memory,
     precision_name,
     precision_problem,
     resolve_device,
@@ -579,21 +580,6 @@ class _Row:
 
 
 # --------------------------------------------------------------------------- the generator
-
-
-def free_memory(device: torch.device) -> int | None:
-    """Bytes that can still be allocated on `device` (None when it cannot be told)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-    return None
 
 
 def new_seed() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -69,3 +70,23 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 def precision_name(dtype: torch.dtype) -> str:
     """The short name (`fp32`, `bf16`, `fp16`) of a dtype."""
     return {v: k for k, v in _DTYPES.items()}[dtype]
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on `device`: free GPU memory on CUDA, Linux's
+    MemAvailable (else the available physical pages) on the CPU; None when it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

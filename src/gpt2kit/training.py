@@ -35,6 +35,7 @@ from gpt2kit.hf import load_model, resolve_model, save_model
 from gpt2kit.model import GPT2, PRESETS, GPT2Config, preset_config
 from gpt2kit.runtime import (
     device_problem,
+    free_memory,
     precision_name,
     precision_problem,
     resolve_device,
@@ -462,12 +463,10 @@ def check_memory(
 ) -> None:
     """Refuse a run whose estimated need (`training_memory_bytes`) exceeds the device's memory,
     before anything is built, naming the numbers and the flag to change."""
-    if device.type == "cuda":
-        available, where = torch.cuda.mem_get_info(device)[1], "GPU memory"
-    elif device.type == "cpu":
-        available, where = available_ram(), "free RAM"
-    else:
-        return
+    # the whole GPU is this run's to use; on the CPU, what other programs leave free
+    cuda = device.type == "cuda"
+    available = torch.cuda.mem_get_info(device)[1] if cuda else free_memory(device)
+    where = "GPU memory" if cuda else "free RAM"
     need = training_memory_bytes(config, batch_size, block_size, dtype)
     if available is None or need <= available:
         return
@@ -498,20 +497,6 @@ def check_memory(
         f"--block-size {block_size}), but this machine has {available / 2**30:,.1f} GiB of "
         f"{where}. Try {' or '.join(fixes) or 'a smaller model (--preset)'}."
     )
-
-
-def available_ram() -> int | None:
-    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _steps_for_budget(
