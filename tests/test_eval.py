@@ -12,7 +12,8 @@ import torch
 from conftest import SHAKESPEARE, make_hf_model, run_cli
 from gpt2kit import load_model
 from gpt2kit.errors import UserError
-from gpt2kit.evaluate import EvalConfig, evaluate_text, score_tokens, sliding_windows
+from gpt2kit.eval import evaluate_text, score_tokens, sliding_windows
+from gpt2kit.eval.command import EvalConfig
 
 transformers = pytest.importorskip("transformers")
 

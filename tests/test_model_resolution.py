@@ -9,7 +9,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 
 from conftest import run_cli
 from gpt2kit.errors import UserError
-from gpt2kit.hf import resolve_model
+from gpt2kit.formats.hf import resolve_model
 
 
 @pytest.fixture

@@ -142,7 +142,7 @@ GPT2_VOCAB = [
 def test_loaded_parameters_have_a_fresh_models_layout(tmp_path, hf_model_dir):
     """A parameter read from a file must be laid out as a new model's is (contiguous, same
     strides, 64-byte aligned): CPU matmul results depend on both, so resume would drift."""
-    from gpt2kit.hf import load_model
+    from gpt2kit.formats.hf import load_model
 
     model, _, _ = load_model(hf_model_dir)
     fresh = train_mod.GPT2(model.config)
@@ -307,10 +307,10 @@ def test_finetune_from_transformers_folder_lowers_val_loss(tmp_path, corpus):
         )
     )
     from gpt2kit.data import load_prepared
-    from gpt2kit.hf import load_model
+    from gpt2kit.formats.hf import load_model
 
     data = load_prepared(out / "data")
-    from gpt2kit.evaluate import evaluate_ids
+    from gpt2kit.eval import evaluate_ids
 
     base, tokenizer, _ = load_model(tmp_path / "base")
     before = evaluate_ids(base, tokenizer, data.val, data.meta["val_chars"], 32, 32)["loss"]

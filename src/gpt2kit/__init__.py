@@ -19,8 +19,8 @@ _EXPORTS = {
     "GPT2Config": "gpt2kit.model",
     "KVCache": "gpt2kit.model",
     "preset_config": "gpt2kit.model",
-    "load_model": "gpt2kit.hf",
-    "save_model": "gpt2kit.hf",
+    "load_model": "gpt2kit.formats.hf",
+    "save_model": "gpt2kit.formats.hf",
     "Tokenizer": "gpt2kit.tokenizer",
     "gpt2_tokenizer": "gpt2kit.tokenizer",
     "load_tokenizer": "gpt2kit.tokenizer",
@@ -32,7 +32,7 @@ _EXPORTS = {
     "TrainSummary": "gpt2kit.training",
     "train": "gpt2kit.training",
     "Generator": "gpt2kit.generate",
-    "evaluate_text": "gpt2kit.evaluate",
+    "evaluate_text": "gpt2kit.eval",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from gpt2kit.formats.hf import load_model, save_model
 from gpt2kit.fsutil import atomic_directory, fsync_dir
-from gpt2kit.hf import load_model, save_model
 from gpt2kit.model import GPT2
 from gpt2kit.tokenizer import Tokenizer
 

@@ -57,7 +57,7 @@ COMMANDS = [
     ),
     Command(
         "eval",
-        "gpt2kit.evaluate",
+        "gpt2kit.eval.command",
         "EvalConfig",
         "run_eval",
         "Measure loss, perplexity and bits per character of a model on text.",

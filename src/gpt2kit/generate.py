@@ -35,7 +35,7 @@ from torch import nn
 
 from gpt2kit.config import option
 from gpt2kit.errors import UserError
-from gpt2kit.hf import load_model, weights_hash
+from gpt2kit.formats.hf import load_model, weights_hash
 from gpt2kit.model import GPT2, KVCache
 from gpt2kit.runtime import (
     DEVICES,

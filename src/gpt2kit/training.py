@@ -29,9 +29,9 @@ from gpt2kit import checkpoint as ckpt_io
 from gpt2kit.config import option, to_dict
 from gpt2kit.data.options import SOURCE_OPTIONS, same_option
 from gpt2kit.errors import UserError, raise_if_problems
-from gpt2kit.evaluate import evaluate_ids
+from gpt2kit.eval import evaluate_ids
+from gpt2kit.formats.hf import load_model, resolve_model, save_model
 from gpt2kit.fsutil import atomic_directory, write_text_atomic
-from gpt2kit.hf import load_model, resolve_model, save_model
 from gpt2kit.model import GPT2, PRESETS, GPT2Config, preset_config
 from gpt2kit.runtime import (
     device_problem,

@@ -1,0 +1,2 @@
+"""Model folder formats gpt2kit reads and writes: Hugging Face folders (`hf.py`): `config.json`,
+`model.safetensors` and the tokenizer files, loaded from a path, a run folder or the hub cache."""
