@@ -1,9 +1,13 @@
 """Configuration dataclasses as the single source of CLI flags, YAML keys and saved configs.
 
-A command's options are one dataclass. Each field is declared with `option(default, help)`;
-`add_arguments` turns the fields into argparse flags (`max_new_tokens` -> `--max-new-tokens`),
-`build_config` merges defaults < YAML file < flags given on the command line, and `to_dict`
-gives the resolved values to save beside a run. Nothing is defaulted twice.
+A command's options are one dataclass. Each field is declared with `option(default, help)`,
+or with `group(Options, title)` for a dataclass of related options that several commands share
+or that belong together (the text-reading options, the optimizer's). `add_arguments` turns
+every option, grouped ones included, into an argparse flag (`max_new_tokens` ->
+`--max-new-tokens`; a group's options are listed under its title), `build_config` merges
+defaults < YAML file < flags given on the command line, and `to_dict` gives the resolved values
+to save beside a run. Flags, YAML keys and saved configs are flat: a group changes where a value
+lives in Python (`config.optim.lr`), not how a user names it. Nothing is defaulted twice.
 """
 
 from __future__ import annotations
@@ -28,14 +32,24 @@ def option(
     *,
     positional: bool = False,
     metavar: str | None = None,
-    short: str | None = None,
-    cli: bool = True,
 ) -> Any:
     """Declare a config field with its help text (shown by `--help`, and the YAML docs)."""
-    meta = {"help": help, "positional": positional, "metavar": metavar, "short": short, "cli": cli}
+    meta = {"help": help, "positional": positional, "metavar": metavar}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda d=default: list(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def group(cls: type[T], title: str) -> T:
+    """Declare a field that holds a dataclass of options (every one with a default): its
+    options are flags of the command like the others, listed under `title` in `--help`, and
+    flat keys in YAML files and saved configs. Option names must be unique across a command."""
+    return dataclasses.field(default_factory=cls, metadata={"group": title})
+
+
+def is_group(f: dataclasses.Field) -> bool:
+    """Whether a config field was declared with `group`."""
+    return "group" in f.metadata
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -80,6 +94,18 @@ def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
     return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
 
 
+def _options(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    """Every option of `cls` with its type, the options of its groups included (flattened)."""
+    out: list[tuple[dataclasses.Field, Any]] = []
+    for f, tp in _fields(cls):
+        out.extend(_options(tp) if is_group(f) else [(f, tp)])
+    names = [f.name for f, _ in out]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise TypeError(f"{cls.__name__}: options declared twice: {', '.join(clashes)}")
+    return out
+
+
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -92,12 +118,15 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag (or positional) per field of dataclass `cls` to `parser`.
 
     Defaults are not stored in the namespace (so `build_config` can tell which flags the user
-    gave); they are printed in each flag's help instead.
+    gave); they are printed in each flag's help instead. The options of a `group` field are
+    added under the group's title.
     """
+    _options(cls)  # refuse clashing names before adding any
     for f, tp in _fields(cls):
-        meta = f.metadata
-        if not meta.get("cli", True):
+        if is_group(f):
+            add_arguments(parser.add_argument_group(f.metadata["group"]), tp)
             continue
+        meta = f.metadata
         conv, choices, is_list = _converter(tp)
         base_tp, _ = _unwrap_optional(tp)
         default = _default(f)
@@ -122,8 +151,6 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(f.name, type=conv, **kwargs)
             continue
         names = [f"--{f.name.replace('_', '-')}"]
-        if meta.get("short"):
-            names.insert(0, meta["short"])
         if base_tp is bool:
             # `--flag` / `--no-flag`: takes no value, so it never swallows a positional.
             kwargs.pop("metavar", None)
@@ -174,12 +201,25 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     return out
 
 
+def _construct(cls: type[T], values: dict[str, Any]) -> T:
+    """A `cls` from flat option values: each group gets the values of its own options."""
+    kwargs = {}
+    for f, tp in _fields(cls):
+        if is_group(f):
+            kwargs[f.name] = _construct(tp, values)
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    return cls(**kwargs)
+
+
 def build_config(
     cls: type[T], args: argparse.Namespace | dict, yaml_path: str | Path | None = None
 ) -> T:
-    """Make a `cls` from its defaults, then a YAML file, then the flags given (highest)."""
+    """Make a `cls` from its defaults, then a YAML file, then the flags given (highest).
+
+    Keys are option names, flat whatever group an option belongs to."""
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    hints = dict((f.name, tp) for f, tp in _fields(cls))
+    hints = dict((f.name, tp) for f, tp in _options(cls))
     values: dict[str, Any] = {}
     if yaml_path:
         file_values = load_yaml(yaml_path)
@@ -193,19 +233,23 @@ def build_config(
     values.update({k: v for k, v in given.items() if k in hints})
     missing = [
         f.name
-        for f, _ in _fields(cls)
+        for f, _ in _options(cls)
         if _default(f) is dataclasses.MISSING and f.name not in values
     ]
     if missing:
         raise UserError(f"Missing required option(s): {', '.join(missing)}.")
-    return cls(**values)
+    return _construct(cls, values)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The config as plain YAML-able values (paths become strings)."""
+    """The config as plain YAML-able values keyed by option name, groups flattened (paths
+    become strings): what `build_config` reads back from a YAML file."""
     out = {}
     for f in dataclasses.fields(config):
         v = getattr(config, f.name)
+        if is_group(f):
+            out.update(to_dict(v))
+            continue
         out[f.name] = (
             [str(x) if isinstance(x, Path) else x for x in v]
             if isinstance(v, list)
