@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import importlib
 import os
@@ -14,6 +13,7 @@ import pytest
 from conftest import SHAKESPEARE, run_cli
 from gpt2kit import fsutil
 from gpt2kit.cli import COMMANDS, main
+from gpt2kit.config import options_of
 
 
 def test_top_level_help_lists_every_command(capsys):
@@ -31,9 +31,7 @@ def test_every_flag_of_every_command_has_help(cmd, capsys):
         main([cmd.name, "--help"])
     out = capsys.readouterr().out
     config_cls = getattr(importlib.import_module(cmd.module), cmd.config)
-    for f in dataclasses.fields(config_cls):
-        if not f.metadata.get("cli", True):
-            continue
+    for f, _type in options_of(config_cls):
         assert f.metadata["help"], f"{cmd.name}: field {f.name} has no help text"
         if f.metadata.get("positional"):
             assert (f.metadata.get("metavar") or f.name) in out

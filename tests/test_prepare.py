@@ -24,6 +24,7 @@ import pytest
 import gpt2kit.data.pipeline as pipeline
 import gpt2kit.data.sources as sources_mod
 from conftest import SHAKESPEARE, run_cli
+from gpt2kit.config import build_config
 from gpt2kit.data import PrepareConfig, iter_documents, load_prepared, prepare
 from gpt2kit.data.encode import HFEncoder, TiktokenEncoder, fast_encoder
 from gpt2kit.data.sources import safe_cut, split_long
@@ -55,10 +56,8 @@ def run(tmp_path, sources, out="data", **options):
     """Prepare `sources` with a one-document --val file, so train.bin holds every source doc."""
     val = tmp_path / "heldout.txt"
     val.write_text("A held-out validation document.")
-    config = PrepareConfig(
-        sources=[str(s) for s in sources], out=str(tmp_path / out), val=[str(val)], **options
-    )
-    return prepare(config, progress=False)
+    values = {"sources": [str(s) for s in sources], "out": str(tmp_path / out), "val": [str(val)]}
+    return prepare(build_config(PrepareConfig, {**values, **options}), progress=False)
 
 
 def check_train(data, docs, tok=TOK):
@@ -139,11 +138,12 @@ def test_each_source_kind_gives_the_ids_of_its_documents(tmp_path, kind):
     check_train(data, docs)
     assert data.train.dtype == np.uint16 and not data.train.flags.writeable
     # iter_documents (used by evaluation) reads the same documents
-    assert list(iter_documents([str(s) for s in sources], data_config(options))) == docs
+    assert list(iter_documents([str(s) for s in sources], data_config(options).reading)) == docs
 
 
 def data_config(options):
-    return PrepareConfig(sources=["unused"], out="unused", **options)
+    """A PrepareConfig from flat option names, as the CLI and YAML files give them."""
+    return build_config(PrepareConfig, {"sources": ["unused"], "out": "unused", **options})
 
 
 def test_gzipped_jsonl_and_mixed_sources_in_one_call(tmp_path):
@@ -379,7 +379,7 @@ def test_decode_errors_give_the_exact_byte_offset_across_read_blocks(
     path = tmp_path / "bad.txt"
     path.write_bytes(raw)
     with pytest.raises(UserError, match=f"at byte offset {offset} cannot be decoded"):
-        list(iter_documents([str(path)], data_config({})))
+        list(iter_documents([str(path)], data_config({}).reading))
 
 
 # ----------------------------------------------------------------------------- odd input

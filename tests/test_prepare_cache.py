@@ -11,6 +11,7 @@ import pytest
 import gpt2kit.data.pipeline as pipeline
 from conftest import run_cli
 from gpt2kit.cli import main
+from gpt2kit.config import build_config
 from gpt2kit.data import (
     PrepareConfig,
     is_prepared_dir,
@@ -26,7 +27,9 @@ TOK = gpt2_tokenizer()
 
 
 def config(tmp_path, *sources, out="data", **options) -> PrepareConfig:
-    return PrepareConfig(sources=[str(s) for s in sources], out=str(tmp_path / out), **options)
+    """A PrepareConfig from flat option names, as the CLI and YAML files give them."""
+    values = {"sources": [str(s) for s in sources], "out": str(tmp_path / out), **options}
+    return build_config(PrepareConfig, values)
 
 
 def corpus(tmp_path, n=30):
@@ -223,11 +226,11 @@ def test_text_in_another_encoding_can_go_on(tmp_path):
     latin = prepare(config(tmp_path, path, out="a", encoding="latin-1"), progress=False)
     both = TOK.decode([*latin.train[:-1].tolist(), *latin.val[:-1].tolist()])
     assert both == "naïve café"
-    docs = list(iter_documents([str(path)], config(tmp_path, path, errors="replace")))
+    docs = list(iter_documents([str(path)], config(tmp_path, path, errors="replace").reading))
     assert docs == ["na\ufffdve caf\ufffd"]
-    assert list(iter_documents([str(path)], config(tmp_path, path, encoding="latin-1"))) == [
-        "naïve café"
-    ]
+    assert list(
+        iter_documents([str(path)], config(tmp_path, path, encoding="latin-1").reading)
+    ) == ["naïve café"]
     cut = latin.meta["train_chars"]
     assert latin.train.tolist() == [*TOK.encode("naïve café"[:cut]), TOK.eos_id]
 

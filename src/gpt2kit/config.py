@@ -94,11 +94,11 @@ def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
     return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
 
 
-def _options(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+def options_of(cls: type) -> list[tuple[dataclasses.Field, Any]]:
     """Every option of `cls` with its type, the options of its groups included (flattened)."""
     out: list[tuple[dataclasses.Field, Any]] = []
     for f, tp in _fields(cls):
-        out.extend(_options(tp) if is_group(f) else [(f, tp)])
+        out.extend(options_of(tp) if is_group(f) else [(f, tp)])
     names = [f.name for f, _ in out]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
@@ -121,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     gave); they are printed in each flag's help instead. The options of a `group` field are
     added under the group's title.
     """
-    _options(cls)  # refuse clashing names before adding any
+    options_of(cls)  # refuse clashing names before adding any
     for f, tp in _fields(cls):
         if is_group(f):
             add_arguments(parser.add_argument_group(f.metadata["group"]), tp)
@@ -219,7 +219,7 @@ def build_config(
 
     Keys are option names, flat whatever group an option belongs to."""
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    hints = dict((f.name, tp) for f, tp in _options(cls))
+    hints = dict((f.name, tp) for f, tp in options_of(cls))
     values: dict[str, Any] = {}
     if yaml_path:
         file_values = load_yaml(yaml_path)
@@ -233,7 +233,7 @@ def build_config(
     values.update({k: v for k, v in given.items() if k in hints})
     missing = [
         f.name
-        for f, _ in _options(cls)
+        for f, _ in options_of(cls)
         if _default(f) is dataclasses.MISSING and f.name not in values
     ]
     if missing:

@@ -19,15 +19,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
 
 from gpt2kit import checkpoint as ckpt_io
-from gpt2kit.config import option, to_dict
-from gpt2kit.data.options import SOURCE_OPTIONS, same_option
+from gpt2kit.config import group, option, to_dict
+from gpt2kit.data.options import DEFAULT_VAL_FRACTION, VAL_FRACTION_HELP, ReadOptions
 from gpt2kit.errors import UserError, raise_if_problems
 from gpt2kit.eval import evaluate_ids
 from gpt2kit.formats.hf import load_model, resolve_model, save_model
@@ -94,14 +94,8 @@ class TrainConfig:
     val: list[str] = option(
         [], help="Explicit validation sources (default: a fraction of the training documents)."
     )
-    val_fraction: float = same_option("val_fraction")
-    # How text sources are read: the same options (defaults, help) as `gpt2kit prepare`.
-    text_column: str = same_option("text_column")
-    text_field: str = same_option("text_field")
-    split_on_blank_lines: bool = same_option("split_on_blank_lines")
-    separator: str | None = same_option("separator")
-    encoding: str = same_option("encoding")
-    errors: Literal["strict", "replace", "ignore"] = same_option("errors")
+    val_fraction: float = option(DEFAULT_VAL_FRACTION, help=VAL_FRACTION_HELP)
+    reading: ReadOptions = group(ReadOptions, "reading the sources")
     block_size: int | None = option(
         None, help="Tokens per training example (default: the model's context, capped by the data)."
     )
@@ -231,6 +225,7 @@ class TrainConfig:
         ):
             p.append("--n-layer/--n-head/--n-embd/--n-positions only apply with --init scratch")
         p += filter(None, [device_problem(self.device), precision_problem(self.precision)])
+        p += self.reading.problems()
         raise_if_problems(p, "Invalid options for train:")
 
     def with_defaults(self) -> TrainConfig:
@@ -399,7 +394,7 @@ def _load_data(config: TrainConfig, run_dir: Path, tokenizer_spec: str, block_si
         tokenizer=tokenizer_spec,
         val=list(config.val),
         val_fraction=config.val_fraction,
-        **{k: getattr(config, k) for k in SOURCE_OPTIONS},
+        reading=config.reading,
         block_size=block_size,
         batch_size=config.batch_size,
     )

@@ -3,7 +3,7 @@
 - `PrepareConfig`: the options (the flags of `gpt2kit prepare`).
 - `prepare(config) -> PreparedData`: tokenize the sources into DATA_DIR, or reuse it.
 - `load_prepared(data_dir)`, `is_prepared_dir(path)`: open / recognise a DATA_DIR.
-- `iter_documents(sources, config)`: the documents of SOURCE arguments as strings.
+- `iter_documents(sources, reading)`: the documents of SOURCE arguments as strings.
 - `run_prepare(config)`: the command itself (prepare, then print the report).
 """
 

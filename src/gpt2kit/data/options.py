@@ -1,16 +1,68 @@
-"""The options of `gpt2kit prepare`, one dataclass shared by the CLI, YAML files and `train`."""
+"""The options of `gpt2kit prepare` (`PrepareConfig`) and how sources are read into documents
+(`ReadOptions`, a group of options that prepare, train and eval share)."""
 
 from __future__ import annotations
 
 import codecs
-from dataclasses import MISSING, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
-from gpt2kit.config import option
+from gpt2kit.config import group, option
 from gpt2kit.errors import raise_if_problems
 from gpt2kit.tokenizer import trained_spec_problem
 
+# The validation split, shared by prepare and train.
 DEFAULT_VAL_FRACTION = 0.05
+VAL_FRACTION_HELP = (
+    "Fraction of whole documents held out for validation, chosen with --seed; a corpus that is "
+    "a single document gives this fraction of its tail instead."
+)
+
+
+@dataclass
+class ReadOptions:
+    """How text sources are read into documents: shared by prepare, train and eval (a
+    `group` of each command's options), and part of a prepared DATA_DIR's cache key."""
+
+    text_column: str = option(
+        "text", help="Column that holds the text in .csv/.tsv/.parquet files and hf: datasets."
+    )
+    text_field: str = option("text", help="Field that holds the text in .json/.jsonl records.")
+    split_on_blank_lines: bool = option(
+        False,
+        help="Cut plain-text files into documents at blank lines (surrounding whitespace of each "
+        "document is stripped). By default a whole file is one document.",
+    )
+    separator: str | None = option(
+        None,
+        help="Cut plain-text files into documents at this exact string (for example "
+        "'<|endoftext|>'); surrounding whitespace of each document is stripped.",
+    )
+    encoding: str = option("utf-8", help="Text encoding of the input files (e.g. latin-1).")
+    errors: Literal["strict", "replace", "ignore"] = option(
+        "strict",
+        help="What to do with bytes that are not valid in --encoding: stop with an error "
+        "(strict), or replace them with U+FFFD, or drop them.",
+    )
+
+    def problems(self) -> list[str]:
+        """What is wrong with these options, one message per problem (none: fine)."""
+        problems: list[str] = []
+        if not self.text_column:
+            problems.append("--text-column cannot be empty")
+        if not self.text_field:
+            problems.append("--text-field cannot be empty")
+        if self.separator is not None and not self.separator:
+            problems.append("--separator cannot be empty (leave it out to keep whole files)")
+        if self.separator and self.split_on_blank_lines:
+            problems.append("use either --separator or --split-on-blank-lines, not both")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            problems.append(f"--encoding {self.encoding!r} is not a known text encoding")
+        if self.errors not in ("strict", "replace", "ignore"):
+            problems.append(f"--errors must be strict, replace or ignore, got {self.errors!r}")
+        return problems
 
 
 @dataclass
@@ -39,32 +91,9 @@ class PrepareConfig:
         "Without it, --val-fraction of the documents is held out.",
         metavar="SOURCE",
     )
-    val_fraction: float = option(
-        DEFAULT_VAL_FRACTION,
-        help="Fraction of whole documents held out for validation, chosen with --seed; a corpus "
-        "that is a single document gives this fraction of its tail instead.",
-    )
+    val_fraction: float = option(DEFAULT_VAL_FRACTION, help=VAL_FRACTION_HELP)
     seed: int = option(1337, help="Seed of the validation split: the same seed, the same split.")
-    text_column: str = option(
-        "text", help="Column that holds the text in .csv/.tsv/.parquet files and hf: datasets."
-    )
-    text_field: str = option("text", help="Field that holds the text in .json/.jsonl records.")
-    split_on_blank_lines: bool = option(
-        False,
-        help="Cut plain-text files into documents at blank lines (surrounding whitespace of each "
-        "document is stripped). By default a whole file is one document.",
-    )
-    separator: str | None = option(
-        None,
-        help="Cut plain-text files into documents at this exact string (for example "
-        "'<|endoftext|>'); surrounding whitespace of each document is stripped.",
-    )
-    encoding: str = option("utf-8", help="Text encoding of the input files (e.g. latin-1).")
-    errors: Literal["strict", "replace", "ignore"] = option(
-        "strict",
-        help="What to do with bytes that are not valid in --encoding: stop with an error "
-        "(strict), or replace them with U+FFFD, or drop them.",
-    )
+    reading: ReadOptions = group(ReadOptions, "reading the sources")
     block_size: int | None = option(
         None,
         help="Training block size, only used to warn when the corpus is too small "
@@ -94,42 +123,9 @@ class PrepareConfig:
             problems.append(
                 f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}"
             )
-        if not self.text_column:
-            problems.append("--text-column cannot be empty")
-        if not self.text_field:
-            problems.append("--text-field cannot be empty")
-        if self.separator is not None and not self.separator:
-            problems.append("--separator cannot be empty (leave it out to keep whole files)")
-        if self.separator and self.split_on_blank_lines:
-            problems.append("use either --separator or --split-on-blank-lines, not both")
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError:
-            problems.append(f"--encoding {self.encoding!r} is not a known text encoding")
-        if self.errors not in ("strict", "replace", "ignore"):
-            problems.append(f"--errors must be strict, replace or ignore, got {self.errors!r}")
         for name in ("block_size", "batch_size", "num_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        problems += self.reading.problems()
         raise_if_problems(problems, "Invalid options for prepare:")
-
-
-# The options that say how sources are read into documents (shared by prepare, train, eval).
-SOURCE_OPTIONS = (
-    "text_column",
-    "text_field",
-    "split_on_blank_lines",
-    "separator",
-    "encoding",
-    "errors",
-)
-
-
-def same_option(name: str) -> Any:
-    """A config field with the default and help of `PrepareConfig.<name>`, for commands that
-    offer prepare's options (train, eval) without defaulting them a second time."""
-    f = {f.name: f for f in fields(PrepareConfig)}[name]
-    if f.default_factory is not MISSING:
-        return option(f.default_factory(), help=f.metadata["help"])
-    return option(f.default, help=f.metadata["help"])

@@ -23,6 +23,7 @@ DATA_DIR holds `train.bin`/`val.bin` (token ids, uint16 when the vocab fits, els
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ from tqdm import tqdm
 
 from gpt2kit import __version__
 from gpt2kit.data.encode import Encoder, fast_encoder
-from gpt2kit.data.options import SOURCE_OPTIONS, PrepareConfig
+from gpt2kit.data.options import PrepareConfig
 from gpt2kit.data.report import build_report, format_report
 from gpt2kit.data.sources import (
     PIECE_CHARS,
@@ -246,7 +247,7 @@ def _scan(sources: dict[str, list[Source]], config: PrepareConfig, bar: tqdm) ->
             longest, shortest = scan.longest, scan.shortest
             h = hashlib.blake2b(digest_size=8)
             try:
-                for text, end, n in read_pieces(source, config, stats, bar.update):
+                for text, end, n in read_pieces(source, config.reading, stats, bar.update):
                     h.update(text.encode("utf-8", "surrogatepass"))
                     doc_chars += len(text)
                     if not end:
@@ -386,7 +387,7 @@ def _routed(
     val_index = plan.val_index if plan.val_index is not None else np.zeros(0, np.int64)
     for source in scan.usable["train"]:
         start, dest, pos = True, 0, 0
-        for text, end, _n in read_pieces(source, config, None, advance):
+        for text, end, _n in read_pieces(source, config.reading, None, advance):
             if plan.method == "random" and start:
                 dest = int(val_ptr < len(val_index) and val_index[val_ptr] == index)
                 val_ptr += dest
@@ -405,7 +406,7 @@ def _routed(
     if with_val:
         for source in scan.usable["val"]:
             start = True
-            for text, end, _n in read_pieces(source, config, None, advance):
+            for text, end, _n in read_pieces(source, config.reading, None, advance):
                 yield 1, text, start, end
                 start = end
 
@@ -541,7 +542,7 @@ def _cache_key(config: PrepareConfig, content: dict[str, dict], tokenizer_id: st
         "tokenizer": tokenizer_id,
         "sources": content,
         "split": None if config.val else [config.val_fraction, config.seed],
-        "reading": [getattr(config, k) for k in SOURCE_OPTIONS],
+        "reading": list(dataclasses.astuple(config.reading)),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -610,7 +611,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
     out = Path(config.out or "").expanduser()
     sources, problems, notes = {}, [], []
     for role, specs in (("train", config.sources), ("val", config.val)):
-        sources[role], p, n = resolve_sources(specs, config.encoding)
+        sources[role], p, n = resolve_sources(specs, config.reading.encoding)
         problems += p
         notes += n
     tokenizer: Tokenizer | None = None
@@ -708,7 +709,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
                 "seed": config.seed if plan.method == "random" else None,
                 "description": plan.description,
             },
-            "options": {k: getattr(config, k) for k in SOURCE_OPTIONS},
+            "options": dataclasses.asdict(config.reading),
             "sources": scan.sources,
             "stats": {
                 "encoder": encoder.name,

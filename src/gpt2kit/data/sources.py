@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from gpt2kit.errors import UserError
 
 if TYPE_CHECKING:
-    from gpt2kit.data.options import PrepareConfig
+    from gpt2kit.data.options import ReadOptions
 
 PIECE_CHARS = 1 << 18  # a document longer than this is tokenized in pieces of about this size
 BLOCK_BYTES = 1 << 20  # files are read this many bytes at a time
@@ -373,16 +373,16 @@ def _open_binary(source: Source) -> tuple[BinaryIO, BinaryIO]:
     return raw, raw
 
 
-def decoded_blocks(source: Source, config: PrepareConfig, advance: Advance) -> Iterator[str]:
-    """The text of a file, decoded block by block with `config.encoding`/`config.errors`.
+def decoded_blocks(source: Source, reading: ReadOptions, advance: Advance) -> Iterator[str]:
+    """The text of a file, decoded block by block with `reading.encoding`/`reading.errors`.
 
     Raises a `UserError` naming the file and the byte offset for text that does not decode
     (offsets count the decompressed bytes of a .gz), and for binary files (a NUL byte).
     """
     stream, raw = _open_binary(source)
-    decoder = codecs.getincrementaldecoder(config.encoding)(errors=config.errors)
-    check_nul = _ascii_compatible(config.encoding)
-    utf8 = codecs.lookup(config.encoding).name in ("utf-8", "utf-8-sig")
+    decoder = codecs.getincrementaldecoder(reading.encoding)(errors=reading.errors)
+    check_nul = _ascii_compatible(reading.encoding)
+    utf8 = codecs.lookup(reading.encoding).name in ("utf-8", "utf-8-sig")
     offset, first, where = 0, True, raw.tell()
     fix = "pass --encoding (e.g. latin-1) if the file uses another encoding, or --errors replace"
     try:
@@ -407,7 +407,7 @@ def decoded_blocks(source: Source, config: PrepareConfig, advance: Advance) -> I
                 at = offset - pending + e.start
                 bad = " ".join(f"0x{b:02x}" for b in e.object[e.start : e.end])
                 raise UserError(
-                    f"{source.path} is not valid {config.encoding} text: {bad} at byte offset "
+                    f"{source.path} is not valid {reading.encoding} text: {bad} at byte offset "
                     f"{at} cannot be decoded; {fix}."
                 ) from None
             if first and utf8 and text.startswith("\ufeff"):
@@ -546,9 +546,9 @@ def _emit(text: str, n: int) -> Iterator[Piece]:
 
 
 def _csv_pieces(
-    blocks: Iterator[str], source: Source, config: PrepareConfig, stats: dict
+    blocks: Iterator[str], source: Source, reading: ReadOptions, stats: dict
 ) -> Iterator[Piece]:
-    column = config.text_column
+    column = reading.text_column
     stats["column"] = column
     reader = csv.reader(_lines(blocks), dialect="excel-tab" if source.kind == "tsv" else "excel")
     try:
@@ -676,10 +676,10 @@ def _json_records(blocks: Iterator[str], path: Path | None) -> Iterator[tuple[An
 
 
 def _record_pieces(
-    records: Iterator[tuple[Any, int]], source: Source, config: PrepareConfig, stats: dict
+    records: Iterator[tuple[Any, int]], source: Source, reading: ReadOptions, stats: dict
 ) -> Iterator[Piece]:
     """One document per record of a .json/.jsonl source: the text of its --text-field."""
-    field = config.text_field
+    field = reading.text_field
     stats["field"] = field
     n = skipped = 0
     for record, line_no in records:
@@ -695,7 +695,7 @@ def _record_pieces(
 
 
 def _parquet_pieces(
-    source: Source, config: PrepareConfig, stats: dict, advance: Advance
+    source: Source, reading: ReadOptions, stats: dict, advance: Advance
 ) -> Iterator[Piece]:
     try:
         import pyarrow as pa
@@ -704,7 +704,7 @@ def _parquet_pieces(
         raise UserError(
             f"Reading {source.path} needs pyarrow: {DATA_EXTRA} (or pip install pyarrow)."
         ) from None
-    column = config.text_column
+    column = reading.text_column
     stats["column"] = column
     try:
         f = pq.ParquetFile(source.path)
@@ -740,7 +740,7 @@ def _parquet_pieces(
         raise EmptySource(f"{source.path} has no non-empty {column!r} value.")
 
 
-def _hf_pieces(source: Source, config: PrepareConfig, stats: dict) -> Iterator[Piece]:
+def _hf_pieces(source: Source, reading: ReadOptions, stats: dict) -> Iterator[Piece]:
     assert source.hf is not None
     name, hf_config, split = source.hf
     try:
@@ -749,7 +749,7 @@ def _hf_pieces(source: Source, config: PrepareConfig, stats: dict) -> Iterator[P
         raise UserError(
             f"Reading {source.name} needs the Hugging Face `datasets` library: pip install datasets pyarrow (gpt2kit's `data` extra)."
         ) from None
-    column = config.text_column
+    column = reading.text_column
     stats["column"] = column
     try:
         ds = datasets.load_dataset(name, hf_config, split=split, streaming=True)
@@ -785,7 +785,7 @@ def _hf_pieces(source: Source, config: PrepareConfig, stats: dict) -> Iterator[P
 
 def read_pieces(
     source: Source,
-    config: PrepareConfig,
+    reading: ReadOptions,
     stats: dict | None = None,
     advance: Advance = _no_progress,
 ) -> Iterator[Piece]:
@@ -798,45 +798,47 @@ def read_pieces(
     """
     stats = {} if stats is None else stats
     if source.kind == "hf":
-        yield from _hf_pieces(source, config, stats)
+        yield from _hf_pieces(source, reading, stats)
     elif source.kind == "parquet":
-        yield from _parquet_pieces(source, config, stats, advance)
+        yield from _parquet_pieces(source, reading, stats, advance)
     else:
-        blocks = decoded_blocks(source, config, advance)
+        blocks = decoded_blocks(source, reading, advance)
         with contextlib.closing(blocks):
             if source.kind in ("csv", "tsv"):
                 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-                yield from _csv_pieces(blocks, source, config, stats)
+                yield from _csv_pieces(blocks, source, reading, stats)
             elif source.kind == "jsonl":
                 yield from _record_pieces(
-                    _jsonl_records(blocks, source.path), source, config, stats
+                    _jsonl_records(blocks, source.path), source, reading, stats
                 )
             elif source.kind == "json":
-                yield from _record_pieces(_json_records(blocks, source.path), source, config, stats)
-            elif config.split_on_blank_lines:
+                yield from _record_pieces(
+                    _json_records(blocks, source.path), source, reading, stats
+                )
+            elif reading.split_on_blank_lines:
                 yield from _split_file(blocks, source, _BLANK_LINES, literal=False)
-            elif config.separator:
-                sep = re.compile(re.escape(config.separator))
+            elif reading.separator:
+                sep = re.compile(re.escape(reading.separator))
                 yield from _split_file(blocks, source, sep, literal=True)
             else:
                 yield from _whole_file(blocks, source)
 
 
-def iter_documents(sources: list[str], config: PrepareConfig) -> Iterator[str]:
+def iter_documents(sources: list[str], reading: ReadOptions) -> Iterator[str]:
     """Every document of SOURCE arguments, as whole strings, in order.
 
     Uses exactly the rules of `gpt2kit prepare` (formats, `--text-column`/`--text-field`,
-    splitting, encoding); `config` supplies those options (its own `sources` are ignored).
+    splitting, encoding), as `reading` sets them.
     Files found in folders that hold no document are skipped. Each document is built in
     memory, so a single huge document costs its size; `prepare` itself streams pieces instead.
     """
-    resolved, problems, _notes = resolve_sources(sources, config.encoding)
+    resolved, problems, _notes = resolve_sources(sources, reading.encoding)
     if problems:
         raise UserError("Cannot read the sources:", problems)
     for source in resolved:
         parts: list[str] = []
         try:
-            for text, end, _n in read_pieces(source, config):
+            for text, end, _n in read_pieces(source, reading):
                 parts.append(text)
                 if end:
                     yield "".join(parts)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from gpt2kit.config import option
-from gpt2kit.data.options import SOURCE_OPTIONS, PrepareConfig, same_option
+from gpt2kit.config import group, option
+from gpt2kit.data.options import ReadOptions
 from gpt2kit.errors import UserError
 from gpt2kit.eval.scorer import default_stride, evaluate_ids, summarize
 from gpt2kit.formats.hf import load_model, weights_hash
@@ -63,12 +63,7 @@ class EvalConfig:
         help=f"Numeric precision: {', '.join(PRECISIONS)}. fp32 (the default) gives figures "
         "comparable with published ones; auto is bf16 on GPUs.",
     )
-    text_column: str = same_option("text_column")
-    text_field: str = same_option("text_field")
-    split_on_blank_lines: bool = same_option("split_on_blank_lines")
-    separator: str | None = same_option("separator")
-    encoding: str = same_option("encoding")
-    errors: Literal["strict", "replace", "ignore"] = same_option("errors")
+    reading: ReadOptions = group(ReadOptions, "reading the sources")
 
     def __post_init__(self) -> None:
         problems = []
@@ -92,23 +87,12 @@ class EvalConfig:
         if self.max_tokens is not None and self.max_tokens < 2:
             problems.append(f"--max-tokens must be at least 2, got {self.max_tokens}")
         problems += filter(None, [device_problem(self.device), precision_problem(self.precision)])
-        if self.sources:
-            try:
-                _read_options(self)
-            except UserError as e:
-                problems += e.problems or [str(e)]
+        problems += self.reading.problems()
         if problems:
             raise UserError("Invalid options for eval:", problems)
 
 
 # --------------------------------------------------------------------------- the library
-
-
-def _read_options(config: EvalConfig) -> Any:
-    """A `PrepareConfig` carrying eval's text-source options, for `iter_documents`."""
-    values = {name: getattr(config, name) for name in SOURCE_OPTIONS}
-    # `out` is required by prepare but unused when only reading documents.
-    return PrepareConfig(sources=list(config.sources), out="-", **values)
 
 
 def _segments(
@@ -132,7 +116,7 @@ def _segments(
         else:
             text_sources.append(source)
     if text_sources:
-        documents = list(iter_documents(text_sources, _read_options(config)))
+        documents = list(iter_documents(text_sources, config.reading))
         text = "\n\n".join(documents)
         ids = tokenizer.encode(text)
         if not ids:
