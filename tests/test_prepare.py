@@ -21,11 +21,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import gpt2kit.data.pipeline as pipeline
+import gpt2kit.data.encode as encode_mod
+import gpt2kit.data.preparation as preparation
 import gpt2kit.data.sources as sources_mod
 from conftest import SHAKESPEARE, run_cli
 from gpt2kit.config import build_config
-from gpt2kit.data import PrepareConfig, iter_documents, load_prepared, prepare
+from gpt2kit.data import PrepareConfig, format_report, iter_documents, load_prepared, prepare
 from gpt2kit.data.encode import HFEncoder, TiktokenEncoder, fast_encoder
 from gpt2kit.data.sources import safe_cut, split_long
 from gpt2kit.errors import UserError
@@ -223,7 +224,7 @@ def test_splitting_a_file_into_documents(tmp_path, monkeypatch, mode):
 def test_whole_file_streamed_in_tiny_blocks_and_pieces_keeps_every_id(tmp_path, monkeypatch):
     monkeypatch.setattr(sources_mod, "BLOCK_BYTES", 7)
     monkeypatch.setattr(sources_mod, "PIECE_CHARS", 50)
-    monkeypatch.setattr(pipeline, "BATCH_CHARS", 120)
+    monkeypatch.setattr(encode_mod, "BATCH_CHARS", 120)
     text = "\ufeff" + "\n".join(DOCS) * 5  # a UTF-8 BOM is dropped
     path = tmp_path / "big.txt"
     path.write_bytes(text.encode("utf-8"))
@@ -271,7 +272,7 @@ def test_tiktoken_fast_path_gives_the_tokenizers_ids(tmp_path, monkeypatch):
     source = tmp_path / "s.txt"
     source.write_text(text, encoding="utf-8")
     with_tiktoken = run(tmp_path, [source], out="a")
-    monkeypatch.setattr(pipeline, "fast_encoder", lambda tok: HFEncoder(tok))
+    monkeypatch.setattr(preparation, "fast_encoder", lambda tok: HFEncoder(tok))
     without = run(tmp_path, [source], out="b")
     assert (
         with_tiktoken.report["encoder"] == "tiktoken" and without.report["encoder"] == "tokenizers"
@@ -471,11 +472,11 @@ def test_memory_grows_by_a_few_bytes_per_document_only(tmp_path, monkeypatch):
     statistics computed from all documents at the end (duplicates, tokens per document) add
     a few bytes per document, not copies of the hashes or of the offsets."""
     monkeypatch.setattr(sources_mod, "BLOCK_BYTES", 4096)  # saturate every bounded buffer
-    monkeypatch.setattr(pipeline, "BATCH_CHARS", 2048)  # at test scale
+    monkeypatch.setattr(encode_mod, "BATCH_CHARS", 2048)  # at test scale
     extra: dict[str, int] = {}
 
     def measured(name: str):
-        fn = getattr(pipeline, name)
+        fn = getattr(preparation, name)
 
         def wrapper(*args):
             before = tracemalloc.get_traced_memory()[0]
@@ -485,7 +486,7 @@ def test_memory_grows_by_a_few_bytes_per_document_only(tmp_path, monkeypatch):
             finally:
                 extra[name] = tracemalloc.get_traced_memory()[1] - before
 
-        monkeypatch.setattr(pipeline, name, wrapper)
+        monkeypatch.setattr(preparation, name, wrapper)
 
     measured("_duplicates")
     measured("_tokens_per_document")
@@ -509,7 +510,7 @@ def test_duplicate_and_length_statistics_equal_a_direct_count(tmp_path, monkeypa
     """The in-place duplicate count and the running document lengths give what counting the
     documents directly gives, with documents cut in pieces across many batches."""
     monkeypatch.setattr(sources_mod, "PIECE_CHARS", 40)
-    monkeypatch.setattr(pipeline, "BATCH_CHARS", 100)
+    monkeypatch.setattr(encode_mod, "BATCH_CHARS", 100)
     rng = random.Random(3)
     words = ["alpha", "beta", "gamma", "delta"]
     docs = [" ".join(rng.choices(words, k=rng.choice([1, 2, 30]))) for _ in range(400)]
@@ -537,13 +538,13 @@ def test_a_batch_holds_a_bounded_number_of_documents(tmp_path, monkeypatch):
     """Tiny documents fill a batch of BATCH_CHARS characters with ~100k Python strings and
     arrays; a batch also ends at BATCH_PIECES pieces, so its objects stay bounded."""
     sizes = []
-    encode = pipeline._encode_batch
+    encode = encode_mod._encode_batch
 
     def spy(encoder, texts, *args):
         sizes.append(len(texts))
         return encode(encoder, texts, *args)
 
-    monkeypatch.setattr(pipeline, "_encode_batch", spy)
+    monkeypatch.setattr(encode_mod, "_encode_batch", spy)
     path = tmp_path / "tiny.jsonl"
     path.write_text("".join(f'"{i}"\n' for i in range(30_000)))
     data = prepare(PrepareConfig(sources=[str(path)], out=str(tmp_path / "d")), progress=False)
@@ -572,4 +573,4 @@ def test_a_folder_of_many_files_costs_little_per_file_and_is_reported_as_one_sou
     (source,) = data.report["sources"]  # one entry for the folder, not one per file
     assert source["source"] == str(folder) and source["files"] == 2500
     assert source["documents"] == 2500
-    assert "(text, 2,500 files): 2,500 document(s)" in pipeline.format_report(data.report)
+    assert "(text, 2,500 files): 2,500 document(s)" in format_report(data.report)

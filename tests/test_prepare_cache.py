@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-import gpt2kit.data.pipeline as pipeline
+import gpt2kit.data.encode as encode_mod
 from conftest import run_cli
 from gpt2kit.cli import main
 from gpt2kit.config import build_config
@@ -96,8 +96,8 @@ def test_any_change_of_content_or_options_prepares_again(tmp_path, change):
 
 def test_an_interrupted_prepare_leaves_no_valid_data_dir(tmp_path, monkeypatch):
     folder = corpus(tmp_path)
-    monkeypatch.setattr(pipeline, "BATCH_CHARS", 50)
-    real, calls = pipeline._encode_batch, []
+    monkeypatch.setattr(encode_mod, "BATCH_CHARS", 50)
+    real, calls = encode_mod._encode_batch, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -105,16 +105,16 @@ def test_an_interrupted_prepare_leaves_no_valid_data_dir(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_encode_batch", interrupted)
+    monkeypatch.setattr(encode_mod, "_encode_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(config(tmp_path, folder), progress=False)
     assert not (tmp_path / "data").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     # An up-to-date DATA_DIR survives an interrupted re-preparation unchanged.
-    monkeypatch.setattr(pipeline, "_encode_batch", real)
+    monkeypatch.setattr(encode_mod, "_encode_batch", real)
     good = prepare(config(tmp_path, folder, seed=1), progress=False)
     calls.clear()
-    monkeypatch.setattr(pipeline, "_encode_batch", interrupted)
+    monkeypatch.setattr(encode_mod, "_encode_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(config(tmp_path, folder, seed=2), progress=False)
     assert is_prepared_dir(good.path) and load_prepared(good.path).meta == good.meta

@@ -10,9 +10,10 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as _HFTokenizer
@@ -20,7 +21,8 @@ from tokenizers import Tokenizer as _HFTokenizer
 from gpt2kit.errors import UserError
 
 EOS_TOKEN = "<|endoftext|>"
-GPT2_FINGERPRINT_NAME = "gpt2"
+GPT2_FINGERPRINT_NAME = "gpt2"  # the --tokenizer value and the `name` of GPT-2's own BPE
+MIN_BPE_VOCAB = 257  # a byte-level BPE: the 256 bytes + <|endoftext|>
 
 
 def _asset(*parts: str) -> Path:
@@ -197,9 +199,9 @@ def gpt2_tokenizer() -> Tokenizer:
 
 def train_bpe(texts: Iterator[str] | Iterable[str], vocab_size: int) -> Tokenizer:
     """Train a byte-level BPE with `vocab_size` ids (`<|endoftext|>` included) on `texts`."""
-    if vocab_size < 257:
+    if vocab_size < MIN_BPE_VOCAB:
         raise UserError(
-            f"A byte-level BPE needs at least 257 ids (256 bytes + {EOS_TOKEN}); "
+            f"A byte-level BPE needs at least {MIN_BPE_VOCAB} ids (256 bytes + {EOS_TOKEN}); "
             f"got bpe:{vocab_size}. Try bpe:4096."
         )
     backend = _byte_level(_HFTokenizer(models.BPE()))
@@ -248,36 +250,92 @@ def auto_vocab_size(corpus_bytes: int) -> int:
     return max(AUTO_MIN_VOCAB, min(AUTO_MAX_VOCAB, size))
 
 
+TokenizerKind = Literal["gpt2", "bpe", "char", "auto", "path"]
+TRAINED_KINDS: frozenset[str] = frozenset({"bpe", "char", "auto"})
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """A `--tokenizer` value, parsed: the one place that reads the spec's syntax.
+
+    `kind` is `gpt2` (GPT-2's bundled BPE), `bpe` (`bpe:N`, a byte-level BPE of `vocab_size`
+    ids trained on the data), `char` or `auto` (also trained on the data), or `path` (a
+    `tokenizer.json` file or a folder holding one; whether it exists is checked on loading).
+    `problem` says what is wrong with the text (a malformed `bpe:N`, an empty value), or is
+    None; `text` is the value exactly as given (part of a prepared DATA_DIR's cache key).
+    """
+
+    text: str
+    kind: TokenizerKind
+    vocab_size: int | None = None  # bpe:N only, even when N is too small (see `problem`)
+    problem: str | None = None
+
+    @classmethod
+    def parse(cls, text: str | Path) -> TokenizerSpec:
+        """Parse a `--tokenizer` value (never raises: a bad one carries its `problem`)."""
+        text = str(text)
+        if text == GPT2_FINGERPRINT_NAME:
+            return cls(text, "gpt2")
+        if text == "char":
+            return cls(text, "char")
+        if text == "auto":
+            return cls(text, "auto")
+        if text.startswith("bpe:"):
+            digits = text[4:]
+            size = int(digits) if digits.isdecimal() else None
+            if size is not None and size >= MIN_BPE_VOCAB:
+                return cls(text, "bpe", size)
+            return cls(
+                text,
+                "bpe",
+                size,
+                f"--tokenizer {text}: expected bpe:VOCAB_SIZE with a whole number of at least "
+                f"{MIN_BPE_VOCAB} (256 bytes + {EOS_TOKEN}), e.g. bpe:4096",
+            )
+        if not text:
+            return cls(text, "path", problem="--tokenizer cannot be empty (use gpt2)")
+        return cls(text, "path")
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the tokenizer is trained on the training text (`bpe:N`, `char`, `auto`)
+        rather than one that exists already (`gpt2`, a file or folder)."""
+        return self.kind in TRAINED_KINDS
+
+
 def trained_spec_problem(spec: str) -> str | None:
     """What is wrong with a tokenizer spec that trains on the data (`bpe:N`, `char`, `auto`),
-    or None when it is fine or is not such a spec."""
-    if spec.startswith("bpe:"):
-        size = spec[4:]
-        if not size.isdigit() or int(size) < 257:
-            return (
-                f"--tokenizer {spec}: expected bpe:VOCAB_SIZE with a whole number of at least 257 "
-                "(256 bytes + <|endoftext|>), e.g. bpe:4096"
-            )
-    return None
+    or None when it is fine or is not such a spec (see `TokenizerSpec`)."""
+    parsed = TokenizerSpec.parse(spec)
+    return parsed.problem if parsed.is_trained else None
 
 
 def is_trained_spec(spec: str) -> bool:
     """Whether `spec` names a tokenizer trained on the training text (`bpe:N`, `char`, `auto`)
-    rather than one that exists already (`gpt2`, a file or folder)."""
-    return spec in ("char", "auto") or spec.startswith("bpe:")
+    rather than one that exists already (`gpt2`, a file or folder); see `TokenizerSpec`."""
+    return TokenizerSpec.parse(spec).is_trained
 
 
 def train_tokenizer(spec: str, texts: Callable[[], Iterable[str]]) -> Tokenizer:
     """Train the tokenizer `spec` names (see `is_trained_spec`) on the training text, which
-    `texts()` yields afresh on each call (`auto` reads it once more to size its vocabulary)."""
-    if spec == "char":
+    `texts()` yields afresh on each call (`auto` reads it once more to size its vocabulary).
+
+    Raises `UserError` for a malformed `bpe:N`, and `ValueError` for a spec that trains
+    nothing (`gpt2`, a path: load those with `load_tokenizer`).
+    """
+    parsed = TokenizerSpec.parse(spec)
+    if parsed.kind == "char":
         return train_char(texts())
-    if spec == "auto":
+    if parsed.kind == "auto":
         size = auto_vocab_size(sum(len(t.encode("utf-8")) for t in texts()))
         tokenizer = train_bpe(texts(), size)
         tokenizer.name = f"auto (bpe:{size})"
         return tokenizer
-    return train_bpe(texts(), int(spec[4:]))
+    if parsed.kind != "bpe":
+        raise ValueError(f"{spec!r} is not a tokenizer to train; use load_tokenizer")
+    if parsed.vocab_size is None:
+        raise UserError(f"{parsed.problem}.")
+    return train_bpe(texts(), parsed.vocab_size)
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
@@ -286,12 +344,14 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
     A folder with only `vocab.json` + `merges.txt` (an older GPT-2 checkpoint) also works.
     `bpe:N` is not loadable here: it needs text, see `train_bpe`.
     """
-    spec_str = str(spec)
-    if spec_str == GPT2_FINGERPRINT_NAME:
+    parsed = TokenizerSpec.parse(spec)
+    if parsed.kind == "gpt2":
         return gpt2_tokenizer()
-    if is_trained_spec(spec_str):
-        raise UserError(f"{spec_str} trains a new tokenizer; it can only be used by prepare/train.")
-    path = Path(spec_str).expanduser()
+    if parsed.is_trained:
+        raise UserError(f"{spec} trains a new tokenizer; it can only be used by prepare/train.")
+    if parsed.problem:  # an empty value: no path to look in
+        raise UserError(f"{parsed.problem}.")
+    path = Path(parsed.text).expanduser()
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
             path = path / "tokenizer.json"
@@ -304,7 +364,7 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
             )
     if not path.is_file():
         raise UserError(
-            f"Tokenizer {spec_str!r} not found: expected 'gpt2', 'bpe:VOCAB_SIZE', a "
+            f"Tokenizer {parsed.text!r} not found: expected 'gpt2', 'bpe:VOCAB_SIZE', a "
             "tokenizer.json file or a folder containing one."
         )
     try:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from gpt2kit.config import group, option
 from gpt2kit.errors import raise_if_problems
-from gpt2kit.tokenizer import trained_spec_problem
+from gpt2kit.tokenizer import TokenizerSpec
 
 # The validation split, shared by prepare and train.
 DEFAULT_VAL_FRACTION = 0.05
@@ -115,10 +115,9 @@ class PrepareConfig:
             )
         if not self.out:
             problems.append("--out DATA_DIR is required: the folder to write the prepared data to")
-        if trained_spec_problem(self.tokenizer):
-            problems.append(trained_spec_problem(self.tokenizer))
-        elif not self.tokenizer:
-            problems.append("--tokenizer cannot be empty (use gpt2)")
+        tokenizer_problem = TokenizerSpec.parse(self.tokenizer).problem
+        if tokenizer_problem:
+            problems.append(tokenizer_problem)
         if not 0 < self.val_fraction < 1:
             problems.append(
                 f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}"

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from gpt2kit.data.store import is_prepared_dir
 from gpt2kit.errors import UserError
 
 if TYPE_CHECKING:
@@ -122,12 +123,6 @@ def _kind_of(path: Path) -> tuple[str, bool]:
     return RECORD_SUFFIXES.get(os.path.splitext(name)[1], "text"), compressed
 
 
-def _is_prepared(folder: Path) -> bool:
-    from gpt2kit.data.pipeline import is_prepared_dir  # a prepared DATA_DIR is never a source
-
-    return is_prepared_dir(folder)
-
-
 def _looks_like_text(path: Path, compressed: bool, encoding: str) -> bool:
     """Whether the start of a file of unknown extension is text (no NUL byte, decodes)."""
     try:
@@ -167,7 +162,8 @@ def _walk(folder: Path, others: list[tuple[Path, str]] | None = None) -> list[Pa
     inside it; `others` receives `(path, what it is)` for pipes, devices and broken links."""
     files = []
     for root, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and not _is_prepared(Path(root, d))]
+        # a prepared DATA_DIR is never a source
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not is_prepared_dir(Path(root, d))]
         for name in names:
             if name.startswith("."):
                 continue
@@ -222,7 +218,7 @@ def resolve_sources(
             else:
                 sources.append(Source(kind, path, compressed))
             continue
-        if path.is_dir() and _is_prepared(path):
+        if path.is_dir() and is_prepared_dir(path):
             problems.append(
                 f"{spec} is a prepared data folder (the output of prepare), not a text source"
             )

@@ -10,15 +10,12 @@ The steps, each streaming so memory stays bounded whatever the input size:
    that grows with the number of documents) for the duplicate statistics;
 4. choose the validation split: `--val` sources, else a seeded random choice of whole
    documents, else (one document) its tail;
-5. train the tokenizer if `bpe:N`, then tokenize in batches on a thread pool and append the
+5. train the tokenizer if `bpe:N`, `char` or `auto`, then tokenize in batches on a thread pool and append the
    ids to `train.bin`/`val.bin`, each document followed by `<|endoftext|>`.
 
 Everything is written into a temporary sibling folder renamed to DATA_DIR at the end, so an
-interrupted run never leaves a DATA_DIR that looks valid; meta.json is written last.
-
-DATA_DIR holds `train.bin`/`val.bin` (token ids, uint16 when the vocab fits, else uint32),
-`train.idx`/`val.idx` (int64 start offset of each document), `tokenizer/`, `meta.json` and
-`report.json`.
+interrupted run never leaves a DATA_DIR that looks valid; meta.json is written last. What a
+DATA_DIR holds, and how it is read back, is in `store`.
 """
 
 from __future__ import annotations
@@ -30,9 +27,7 @@ import os
 import sys
 import time
 from array import array
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +38,7 @@ import tokenizers
 from tqdm import tqdm
 
 from gpt2kit import __version__
-from gpt2kit.data.encode import Encoder, fast_encoder
+from gpt2kit.data.encode import Routed, encode_to_files, fast_encoder
 from gpt2kit.data.options import PrepareConfig
 from gpt2kit.data.report import build_report, format_report
 from gpt2kit.data.sources import (
@@ -55,146 +50,23 @@ from gpt2kit.data.sources import (
     read_pieces,
     resolve_sources,
 )
+from gpt2kit.data.store import (
+    FORMAT,
+    FORMAT_VERSION,
+    SPLITS,
+    PreparedData,
+    SplitWriter,
+    is_prepared_dir,
+    load_prepared,
+    read_meta,
+    save_tokenizer,
+    write_meta,
+    write_report,
+    written_by_prepare,
+)
 from gpt2kit.errors import UserError, raise_if_problems
-from gpt2kit.fsutil import atomic_directory, write_text_atomic
-from gpt2kit.tokenizer import Tokenizer, is_trained_spec, load_tokenizer, train_tokenizer
-
-FORMAT = "gpt2kit-prepared-data"
-FORMAT_VERSION = 1
-BATCH_CHARS = 1 << 20  # characters of text per encoding batch
-BATCH_PIECES = 8192  # ... and at most this many pieces (tiny documents cost objects, not chars)
-SPLITS = ("train", "val")
-
-
-@dataclass
-class PreparedData:
-    """A prepared DATA_DIR, memory-mapped: token ids, document offsets, tokenizer, meta, report.
-
-    `train`/`val` are read-only 1-D arrays of token ids (uint16 or uint32), each document
-    followed by the end-of-text id; `train_docs`/`val_docs` are the int64 offsets where each
-    document starts. `reused` is True when `prepare` found DATA_DIR up to date.
-    """
-
-    path: Path
-    train: np.ndarray
-    val: np.ndarray
-    train_docs: np.ndarray
-    val_docs: np.ndarray
-    tokenizer: Tokenizer
-    meta: dict[str, Any]
-    report: dict[str, Any]
-    reused: bool = False
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of token ids of the tokenizer (the model's vocab must be at least this)."""
-        return int(self.meta["vocab_size"])
-
-    @property
-    def eos_id(self) -> int:
-        """The end-of-text id that follows every document."""
-        return int(self.meta["eos_id"])
-
-
-# ----------------------------------------------------------------------------- reading DATA_DIR
-
-
-def _dir_problem(path: Path) -> str | None:
-    """Why `path` is not a complete prepared DATA_DIR, or None when it is one."""
-    if not path.is_dir():
-        return "it is not a folder"
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
-        return "it has no meta.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "its meta.json cannot be read"
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        return "its meta.json was not written by gpt2kit prepare"
-    if meta.get("format_version") != FORMAT_VERSION:
-        return (
-            f"it was prepared with data format {meta.get('format_version')}, not {FORMAT_VERSION}"
-        )
-    try:
-        itemsize = np.dtype(meta["dtype"]).itemsize
-        for split in SPLITS:
-            expected = {
-                f"{split}.bin": meta[f"{split}_tokens"] * itemsize,
-                f"{split}.idx": meta[f"{split}_documents"] * 8,
-            }
-            for name, size in expected.items():
-                if not (path / name).is_file() or (path / name).stat().st_size != size:
-                    return f"{name} is missing or not of the size meta.json gives"
-    except (KeyError, TypeError):
-        return "its meta.json is incomplete"
-    for name in ("report.json", "tokenizer/tokenizer.json"):
-        if not (path / name).is_file():
-            return f"{name} is missing"
-    return None
-
-
-def is_prepared_dir(path: str | Path) -> bool:
-    """Whether `path` is a complete DATA_DIR written by `prepare` (cheap: no data is read)."""
-    try:
-        return _dir_problem(Path(path)) is None
-    except OSError:
-        return False
-
-
-def _written_by_prepare(path: Path) -> bool:
-    """Whether `path` holds a meta.json of ours, even if the folder is damaged."""
-    try:
-        return json.loads((path / "meta.json").read_text(encoding="utf-8"))["format"] == FORMAT
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    return json.loads((path / "meta.json").read_text(encoding="utf-8"))
-
-
-def _memmap(path: Path, dtype: np.dtype | type) -> np.ndarray:
-    if path.stat().st_size == 0:
-        empty = np.zeros(0, dtype=dtype)
-        empty.flags.writeable = False
-        return empty
-    return np.memmap(path, dtype=dtype, mode="r")
-
-
-def load_prepared(data_dir: str | Path) -> PreparedData:
-    """Open a DATA_DIR written by `prepare` (memory-mapped; nothing is read up front).
-
-    Raises `UserError` when the folder is not a complete prepared DATA_DIR.
-    """
-    path = Path(data_dir).expanduser()
-    problem = _dir_problem(path)
-    if problem:
-        raise UserError(
-            f"{path} is not a prepared data folder: {problem}. "
-            f"Make one with `gpt2kit prepare SOURCE... --out {path}`."
-        )
-    meta = _read_meta(path)
-    tokenizer = load_tokenizer(path / "tokenizer")
-    if tokenizer.fingerprint != meta["tokenizer_fingerprint"]:
-        raise UserError(
-            f"{path}/tokenizer does not match the tokenizer the data was prepared with; "
-            "prepare the data again (--force)."
-        )
-    tokenizer.name = meta["tokenizer"]
-    dtype = np.dtype(meta["dtype"])
-    report = json.loads((path / "report.json").read_text(encoding="utf-8"))
-    return PreparedData(
-        path=path,
-        train=_memmap(path / "train.bin", dtype),
-        val=_memmap(path / "val.bin", dtype),
-        train_docs=_memmap(path / "train.idx", np.int64),
-        val_docs=_memmap(path / "val.idx", np.int64),
-        tokenizer=tokenizer,
-        meta=meta,
-        report=report,
-    )
-
+from gpt2kit.fsutil import atomic_directory
+from gpt2kit.tokenizer import Tokenizer, TokenizerSpec, load_tokenizer, train_tokenizer
 
 # ----------------------------------------------------------------------------- scanning
 
@@ -376,9 +248,6 @@ def _tail_cut(text: str, start: int, target: int, total: int) -> int:
     return i if i >= 0 else t
 
 
-Routed = tuple[int, str, bool, bool]  # (0 train / 1 val, text, starts a document, ends one)
-
-
 def _routed(
     scan: _Scan, plan: _Plan, config: PrepareConfig, advance: Any, with_val: bool = True
 ) -> Iterator[Routed]:
@@ -409,118 +278,6 @@ def _routed(
             for text, end, _n in read_pieces(source, config.reading, None, advance):
                 yield 1, text, start, end
                 start = end
-
-
-# ----------------------------------------------------------------------------- tokenizing
-
-
-def _encode_batch(
-    encoder: Encoder, texts: list[str], starts: list[bool], ends: list[bool], eos: int, dtype
-) -> tuple[np.ndarray, np.ndarray]:
-    """Encode a batch: (ids with EOS after each document end, offsets of document starts)."""
-    arrays = encoder.encode_many(texts)
-    eos_arr = np.array([eos], dtype=np.uint32)
-    parts, lengths = [], np.empty(len(arrays), dtype=np.int64)
-    for i, (a, end) in enumerate(zip(arrays, ends, strict=True)):
-        parts.append(a)
-        lengths[i] = len(a) + end
-        if end:
-            parts.append(eos_arr)
-    tokens = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
-    positions = np.cumsum(lengths) - lengths
-    return tokens, positions[np.asarray(starts, dtype=bool)]
-
-
-class _SplitWriter:
-    """Appends token ids to `{split}.bin` and document offsets to `{split}.idx`, keeping the
-    shortest and longest document length (in tokens) as it goes."""
-
-    def __init__(self, folder: Path, split: str) -> None:
-        self.bin = open(folder / f"{split}.bin", "wb", buffering=1 << 22)  # noqa: SIM115
-        self.idx = open(folder / f"{split}.idx", "wb", buffering=1 << 20)  # noqa: SIM115
-        self.tokens = self.documents = self.chars = 0
-        self.last_start = -1  # where the last document started (-1: none yet)
-        self.shortest, self.longest = np.iinfo(np.int64).max, 0  # among finished documents
-
-    def write(self, tokens: np.ndarray, doc_starts: np.ndarray) -> None:
-        starts = (doc_starts + self.tokens).astype("<i8")
-        if len(starts):
-            bounds = starts if self.last_start < 0 else np.r_[self.last_start, starts]
-            lengths = np.diff(bounds)  # of the documents these starts end
-            if len(lengths):
-                self.shortest = min(self.shortest, int(lengths.min()))
-                self.longest = max(self.longest, int(lengths.max()))
-            self.last_start = int(starts[-1])
-        self.bin.write(memoryview(np.ascontiguousarray(tokens)))
-        self.idx.write(memoryview(starts))
-        self.tokens += len(tokens)
-        self.documents += len(doc_starts)
-
-    def shortest_doc(self) -> int:
-        return min(self.shortest, self.tokens - self.last_start) if self.documents else 0
-
-    def longest_doc(self) -> int:
-        return max(self.longest, self.tokens - self.last_start) if self.documents else 0
-
-    def close(self) -> None:
-        self.bin.close()
-        self.idx.close()
-
-
-def _tokenize(
-    pieces: Iterator[Routed],
-    encoder: Encoder,
-    eos: int,
-    dtype: np.dtype,
-    folder: Path,
-    threads: int,
-    bar: tqdm,
-) -> list[_SplitWriter]:
-    """Encode the routed pieces on `threads` threads, appending the results in order."""
-    writers = [_SplitWriter(folder, s) for s in SPLITS]
-    batches: list[tuple[list[str], list[bool], list[bool]]] = [([], [], []), ([], [], [])]
-    sizes = [0, 0]
-    inflight: deque[tuple[int, Future]] = deque()
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpt2kit-encode")
-
-    def drain(keep: int) -> None:
-        while len(inflight) > keep:
-            dest, future = inflight.popleft()
-            tokens, starts = future.result()
-            writers[dest].write(tokens, starts)
-            bar.set_postfix(tokens=f"{writers[0].tokens + writers[1].tokens:,}", refresh=False)
-
-    def submit(dest: int) -> None:
-        texts, starts, ends = batches[dest]
-        if texts:
-            inflight.append(
-                (dest, pool.submit(_encode_batch, encoder, texts, starts, ends, eos, dtype))
-            )
-            batches[dest], sizes[dest] = ([], [], []), 0
-        drain(2 * threads)
-
-    try:
-        for dest, text, start, end in pieces:
-            texts, starts, ends = batches[dest]
-            texts.append(text)
-            starts.append(start)
-            ends.append(end)
-            sizes[dest] += len(text)
-            writers[dest].chars += len(text)
-            if sizes[dest] >= BATCH_CHARS or len(texts) >= BATCH_PIECES:
-                submit(dest)
-        submit(0)
-        submit(1)
-        drain(0)
-    except BaseException:
-        for _dest, future in inflight:
-            future.cancel()
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        for w in writers:
-            w.close()
-    return writers
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -593,11 +350,67 @@ def _repeats(ordered: np.ndarray) -> int:
     return int(np.count_nonzero(ordered[1:] == ordered[:-1]))
 
 
-def _tokens_per_document(writers: list[_SplitWriter]) -> dict[str, float]:
+def _tokens_per_document(writers: list[SplitWriter]) -> dict[str, float]:
     docs = sum(w.documents for w in writers)
     longest = max(w.longest_doc() for w in writers)
     shortest = min(w.shortest_doc() for w in writers if w.documents)
     return {"mean": sum(w.tokens for w in writers) / docs, "min": shortest, "max": longest}
+
+
+def _check_inputs(
+    config: PrepareConfig, out: Path
+) -> tuple[dict[str, list[Source]], Tokenizer | None, list[str], int]:
+    """Step 1: the sources of each split, the tokenizer (None when it is trained on the data
+    later), notes for the report and the encoding threads. Raises one `UserError` listing
+    every problem, before anything is read or written."""
+    sources, problems, notes = {}, [], []
+    for role, specs in (("train", config.sources), ("val", config.val)):
+        sources[role], p, n = resolve_sources(specs, config.reading.encoding)
+        problems += p
+        notes += n
+    tokenizer: Tokenizer | None = None
+    if not TokenizerSpec.parse(config.tokenizer).is_trained:
+        try:
+            tokenizer = load_tokenizer(config.tokenizer)
+        except UserError as e:
+            problems.append(str(e))
+    if out.exists() and not written_by_prepare(out) and (not out.is_dir() or any(out.iterdir())):
+        problems.append(
+            f"--out {out} exists and is not a prepared data folder: choose a new folder "
+            "(prepare replaces DATA_DIR as a whole)"
+        )
+    raise_if_problems(problems, "Cannot prepare the data:")
+    threads, note = _threads(config)
+    notes += [note] if note else []
+    return sources, tokenizer, notes, threads
+
+
+def _report(meta: dict[str, Any], config: PrepareConfig, out: Path) -> dict[str, Any]:
+    """The report of a DATA_DIR at `out`, judged against this run's --block-size/--batch-size."""
+    return {**build_report(meta, config.block_size, config.batch_size), "data_dir": str(out)}
+
+
+def _reuse(out: Path, key: str, config: PrepareConfig) -> PreparedData | None:
+    """The DATA_DIR at `out` when it was prepared with the cache key `key` (and --force is not
+    given), its report refreshed for this run's training shape; else None."""
+    if config.force or not is_prepared_dir(out) or read_meta(out).get("cache_key") != key:
+        return None
+    data = load_prepared(out)
+    data.reused = True
+    report = _report(data.meta, config, out)
+    if report != data.report:  # the warnings about --block-size/--batch-size changed
+        write_report(out, report)
+        data.report = report
+    return data
+
+
+def _expected_documents(scan: _Scan, plan: _Plan) -> list[int]:
+    """How many documents train and val must hold once tokenized."""
+    if plan.method == "random":
+        return [scan.docs["train"] - len(plan.val_index), len(plan.val_index)]
+    if plan.method in ("tail", "copy"):
+        return [1, 1]
+    return [scan.docs["train"], scan.docs["val"]]
 
 
 def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
@@ -609,25 +422,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
     """
     started = time.perf_counter()
     out = Path(config.out or "").expanduser()
-    sources, problems, notes = {}, [], []
-    for role, specs in (("train", config.sources), ("val", config.val)):
-        sources[role], p, n = resolve_sources(specs, config.reading.encoding)
-        problems += p
-        notes += n
-    tokenizer: Tokenizer | None = None
-    if not is_trained_spec(config.tokenizer):
-        try:
-            tokenizer = load_tokenizer(config.tokenizer)
-        except UserError as e:
-            problems.append(str(e))
-    if out.exists() and not _written_by_prepare(out) and (not out.is_dir() or any(out.iterdir())):
-        problems.append(
-            f"--out {out} exists and is not a prepared data folder: choose a new folder "
-            "(prepare replaces DATA_DIR as a whole)"
-        )
-    raise_if_problems(problems, "Cannot prepare the data:")
-    threads, note = _threads(config)
-    notes += [note] if note else []
+    sources, tokenizer, notes, threads = _check_inputs(config, out)
 
     every = sources["train"] + sources["val"]
     local = None if any(s.path is None for s in every) else sum(s.size or 0 for s in every)
@@ -639,17 +434,9 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
         else f"{config.tokenizer}/tokenizers-{tokenizers.__version__}"
     )
     key = _cache_key(config, content, tokenizer_id)
-    if not config.force and is_prepared_dir(out) and _read_meta(out).get("cache_key") == key:
-        data = load_prepared(out)
-        data.reused = True
-        report = {
-            **build_report(data.meta, config.block_size, config.batch_size),
-            "data_dir": str(out),
-        }
-        if report != data.report:  # the warnings about --block-size/--batch-size changed
-            write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
-            data.report = report
-        return data
+    reused = _reuse(out, key, config)
+    if reused is not None:
+        return reused
 
     with _bar(progress, local, "checking sources") as bar:
         scan = _scan(sources, config, bar)
@@ -667,12 +454,11 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
                         if d == 0
                     ),
                 )
-        tokenizer.save(tmp / "tokenizer")
-        saved = load_tokenizer(tmp / "tokenizer")  # what load_prepared will check against
+        saved = save_tokenizer(tmp, tokenizer)
         dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
         encoder = fast_encoder(tokenizer)
         with _bar(progress, local, "tokenizing") as bar:
-            writers = _tokenize(
+            writers = encode_to_files(
                 _routed(scan, plan, config, bar.update),
                 encoder,
                 tokenizer.eos_id,
@@ -681,12 +467,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
                 threads,
                 bar,
             )
-        expected = [scan.docs["train"], scan.docs["val"]]
-        if plan.method == "random":
-            expected = [expected[0] - len(plan.val_index), len(plan.val_index)]
-        elif plan.method in ("tail", "copy"):
-            expected = [1, 1]
-        if [w.documents for w in writers] != expected:
+        if [w.documents for w in writers] != _expected_documents(scan, plan):
             raise UserError("The sources changed while they were being prepared; run it again.")
         duplicates, shared = _duplicates(scan, plan)
         meta: dict[str, Any] = {
@@ -722,9 +503,8 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
                 "seconds": round(time.perf_counter() - started, 3),
             },
         }
-        report = {**build_report(meta, config.block_size, config.batch_size), "data_dir": str(out)}
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_report(tmp, _report(meta, config, out))
+        write_meta(tmp, meta)
     return load_prepared(out)
 
 
