@@ -15,7 +15,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 import tracemalloc
 
 import numpy as np
@@ -28,7 +27,6 @@ from conftest import SHAKESPEARE, run_cli
 from gpt2kit.config import build_config
 from gpt2kit.data import PrepareConfig, format_report, iter_documents, load_prepared, prepare
 from gpt2kit.data.encode import HFEncoder, TiktokenEncoder, fast_encoder
-from gpt2kit.data.sources import safe_cut, split_long
 from gpt2kit.errors import UserError
 from gpt2kit.tokenizer import gpt2_tokenizer, load_tokenizer
 
@@ -234,31 +232,6 @@ def test_whole_file_streamed_in_tiny_blocks_and_pieces_keeps_every_id(tmp_path, 
     check_train(data, [text[1:], DOCS[0] * 20, DOCS[2] * 20])
 
 
-def test_cutting_at_safe_points_never_changes_the_ids():
-    rng = random.Random(0)
-    alphabet = [*"abc xyz,.'!?0123", "\n", "\n\n", "  ", "\t", "é", "🙂", "'s", " 's", "\r\n"]
-    checked = 0
-    for _ in range(100):
-        text = "".join(rng.choice(alphabet) for _ in range(40))
-        for p in range(2, len(text) - 1):
-            after_newline = text[p - 1] == "\n" and not text[p - 2].isspace()
-            before_space = text[p] == " " and not text[p - 1].isspace()
-            if (after_newline or before_space) and not text[
-                p + (1 if before_space else 0)
-            ].isspace():
-                checked += 1
-                assert TOK.encode(text[:p]) + TOK.encode(text[p:]) == TOK.encode(text), (text, p)
-    assert checked > 200
-    # Prose always has a safe point in the window: the pieces' ids are the text's ids.
-    text = SHAKESPEARE.read_text(encoding="utf-8")[:20_000]
-    pieces = list(split_long(text, 300))
-    assert len(pieces) > 50 and "".join(pieces) == text
-    assert [i for p in pieces for i in TOK.encode(p)] == TOK.encode(text)
-    assert safe_cut("aaaa bbbb\ncccc dddd", 14) == 10  # after the newline, not at the space
-    assert safe_cut("aaaa bbbb  cccc dddd", 14) == 14  # no safe point in (7, 14]: hard cut
-    assert safe_cut("aaaa bbbb cccc dddd", 12) == 9  # before the space between words
-
-
 def test_tiktoken_fast_path_gives_the_tokenizers_ids(tmp_path, monkeypatch):
     pytest.importorskip("tiktoken")
     assert isinstance(fast_encoder(TOK), TiktokenEncoder)
@@ -437,20 +410,6 @@ def test_more_threads_than_cores_are_capped_with_a_warning(tmp_path):
         f"--num-threads 100,000 is more than the {cores} CPU core(s) this process may use: "
         f"used {cores}" in r.stdout
     )
-
-
-def test_a_record_on_one_huge_line_is_read_and_cut_in_linear_time():
-    """A huge record is neither re-copied at every block read (200,000 one-character blocks
-    would copy 2e10 characters) nor at every piece cut from it (20,000 pieces of a 20 M
-    character text would copy 2e11)."""
-    start = time.perf_counter()
-    lines = list(sources_mod._lines(iter(["a"] * 200_000 + ["\nb"])))
-    assert lines == ["a" * 200_000 + "\n", "b"]
-    text = "word " * 4_000_000
-    pieces = list(split_long(text, 1000))
-    assert "".join(pieces) == text and len(pieces) > 20_000
-    assert all(p.endswith("word") for p in pieces[:-1])  # cut before a space
-    assert time.perf_counter() - start < 3.0
 
 
 # ----------------------------------------------------------------------------- memory
