@@ -119,6 +119,43 @@ def test_auto_vocabulary_grows_with_the_corpus_in_bytes():
     assert tok.decode(tok.encode(text[:500])) == text[:500]
 
 
+def test_one_parser_reads_every_tokenizer_spec():
+    from gpt2kit.tokenizer import (
+        TokenizerSpec,
+        is_trained_spec,
+        train_tokenizer,
+        trained_spec_problem,
+    )
+
+    good = {
+        "gpt2": ("gpt2", None, False),
+        "bpe:4096": ("bpe", 4096, True),
+        "char": ("char", None, True),
+        "auto": ("auto", None, True),
+        "models/mine/tokenizer.json": ("path", None, False),
+    }
+    for text, (kind, size, trained) in good.items():
+        spec = TokenizerSpec.parse(text)
+        assert (spec.text, spec.kind, spec.vocab_size, spec.is_trained) == (
+            text,
+            kind,
+            size,
+            trained,
+        )
+        assert spec.problem is None and trained_spec_problem(text) is None
+        assert is_trained_spec(text) == trained
+    for bad in ("bpe:256", "bpe:", "bpe:4k", "bpe:²"):
+        spec = TokenizerSpec.parse(bad)
+        assert spec.kind == "bpe" and spec.is_trained and f"--tokenizer {bad}:" in spec.problem
+        assert trained_spec_problem(bad) == spec.problem
+        with pytest.raises(UserError, match="at least 257"):
+            train_tokenizer(bad, lambda: iter(["some text"]))
+    empty = TokenizerSpec.parse("")
+    assert empty.problem == "--tokenizer cannot be empty (use gpt2)" and not empty.is_trained
+    with pytest.raises(UserError, match="cannot be empty"):
+        load_tokenizer("")
+
+
 def test_prepare_trains_char_and_auto_tokenizers(tmp_path):
     from gpt2kit.data import PrepareConfig, prepare
 
