@@ -293,6 +293,8 @@ def _content(sources: list[Source], advance: Any) -> dict[str, Any]:
 
 
 def _cache_key(config: PrepareConfig, content: dict[str, dict], tokenizer_id: str) -> str:
+    """The DATA_DIR's cache key: what decides its content (sources, tokenizer, split, reading
+    options, format). Any change to how it is computed prepares every existing DATA_DIR again."""
     payload = {
         "format_version": FORMAT_VERSION,
         "piece_chars": PIECE_CHARS,
