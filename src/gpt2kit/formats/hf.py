@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from gpt2kit import runs
 from gpt2kit.errors import UserError
 from gpt2kit.model import GPT2, GPT2Config
 from gpt2kit.tokenizer import Tokenizer, gpt2_tokenizer, load_tokenizer
@@ -53,12 +54,13 @@ def resolve_model(spec: str | Path) -> Path:
             )
         if (path / "config.json").is_file():
             return path
-        for sub in ("best", "final"):
-            if (path / sub / "config.json").is_file():
-                return path / sub
+        for model in runs.RunDir(path).models():
+            if (model / "config.json").is_file():
+                return model
         raise UserError(
-            f"{path} is not a model folder: it has no config.json (nor a best/ or final/ model "
-            "from `gpt2kit train`). Point MODEL at a folder made by save_pretrained or gpt2kit."
+            f"{path} is not a model folder: it has no config.json (nor a {runs.BEST}/ or "
+            f"{runs.FINAL}/ model from `gpt2kit train`). Point MODEL at a folder made by "
+            "save_pretrained or gpt2kit."
         )
     # A hub id is NAME or OWNER/NAME; anything else, or an OWNER that is a local folder, is a
     # path the user mistyped, and asking the hub for it would only be a wasted network call.
