@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gpt2kit.runs import RunDir
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 NANOGPT_BPC = 1.886 / math.log(2)  # 2.72
 NANOGPT_SECONDS = 90
@@ -58,7 +60,7 @@ def main() -> None:
         if "generate" in args[:4]:
             print("  " + result.stdout.strip().replace("\n", "\n  ")[:600])
     out = next(a for a in shlex.split(commands[0]) if a.startswith("runs/"))
-    summary = json.loads((work / out / "summary.json").read_text())
+    summary = json.loads(RunDir(work / out).summary.read_text())
     bpc = summary["last_eval"]["val_bpc"]
     print()
     print(f"{'':28}{'gpt2kit quickstart':>20}{'nanoGPT CPU recipe':>20}")

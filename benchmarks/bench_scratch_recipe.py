@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gpt2kit.runs import RunDir
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 CORPORA = {
@@ -63,7 +65,7 @@ def run(args: list[str], out: Path) -> tuple[dict, float]:
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit(f"gpt2kit train failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return json.loads((out / "summary.json").read_text()), wall
+    return json.loads(RunDir(out).summary.read_text()), wall
 
 
 def load() -> str:
@@ -93,7 +95,7 @@ def main() -> None:
             [str(corpus), "--init", "scratch", "--max-time", f"{minutes:.4f}"],
             work / f"{name}-gpt2kit",
         )
-        model = json.loads((work / f"{name}-gpt2kit" / "final" / "config.json").read_text())
+        model = json.loads((RunDir(work / f"{name}-gpt2kit").final / "config.json").read_text())
         rows.append(
             (
                 name,

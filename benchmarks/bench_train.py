@@ -49,14 +49,16 @@ SEED = textwrap.dedent("""
 
 OURS = textwrap.dedent("""
     import json, sys
+    from pathlib import Path
     import gpt2kit
+    from gpt2kit.runs import RunDir
     folder, corpus, steps, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     summary = gpt2kit.train(gpt2kit.TrainConfig(
         sources=[corpus], out=out, init=folder, block_size=128, batch_size=4, max_steps=steps,
         lr=5e-5, eval_every=10**9, eval_tokens=128, save_every=10**9, samples=0,
         progress=False, resume="never", overwrite=True, log_every=10**9))
     # the loop's own time: the last step's log line, before the final evaluation and saves
-    logs = [json.loads(line) for line in open(out + "/metrics.jsonl")]
+    logs = [json.loads(line) for line in open(RunDir(Path(out)).metrics)]
     last = [r for r in logs if r["type"] == "train"][-1]
     print(json.dumps({"seconds": last["elapsed_s"], "tokens": last["tokens_seen"]}))
 """)

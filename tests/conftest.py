@@ -55,7 +55,7 @@ def run_cli(*args: str, input: str | None = None, timeout: float = 300, env: dic
 def script_validation_losses(monkeypatch, losses: Iterable[float]) -> None:
     """Make training's validation return `losses`, one per evaluation, in order (bits per
     character equal to the loss), so a test decides which step is the best."""
-    from gpt2kit import training
+    from gpt2kit.train import evaluator
 
     scripted = iter(losses)
 
@@ -63,4 +63,54 @@ def script_validation_losses(monkeypatch, losses: Iterable[float]) -> None:
         loss = next(scripted)
         return {"loss": loss, "bits_per_char": loss, "tokens": 100}
 
-    monkeypatch.setattr(training, "evaluate_ids", score)
+    monkeypatch.setattr(evaluator, "evaluate_ids", score)
+
+
+# Training tests: a 2-layer, 32-wide model on ~2,300 tokens of `corpus` (~17 steps per epoch,
+# so steps 20-40 cross an epoch), as flags and as a Python config.
+TINY_TRAIN = [
+    "--init", "scratch", "--preset", "tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+    "--n-positions", "64", "--tokenizer", "bpe:300", "--block-size", "32", "--batch-size", "4",
+    "--dropout", "0.1", "--samples", "0", "--eval-every", "20", "--save-every", "10",
+    "--val-fraction", "0.1", "--no-progress",
+]  # fmt: skip
+
+
+def tiny_train_config(corpus: Path, out: Path, **kw):
+    """A `TrainConfig` of the tiny model on `corpus` into `out`, evaluating every 2 steps;
+    `kw` overrides or adds options."""
+    from gpt2kit.train import TrainConfig
+
+    base = dict(
+        sources=[str(corpus)], out=str(out), init="scratch", n_layer=2, n_head=2, n_embd=32,
+        n_positions=64, tokenizer="bpe:300", block_size=32, batch_size=4, samples=0,
+        eval_every=2, save_every=100, progress=False, val_fraction=0.1,
+    )  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """The first 3,600 characters of tiny Shakespeare, as a file."""
+    path = tmp_path_factory.mktemp("corpus") / "plays.txt"
+    path.write_text(SHAKESPEARE.read_text()[:3600])
+    return path
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights in a model folder's `model.safetensors`."""
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Assert two sets of weights are bit for bit equal, naming the first that differs."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Whether two sets of weights are bit for bit equal."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
