@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gpt2kit.config import add_arguments, build_config, group, option, to_dict
+from gpt2kit.config import add_arguments, build_config, flat_names, group, option, to_dict
 from gpt2kit.errors import UserError
 
 
@@ -80,3 +80,18 @@ def test_an_option_declared_twice_is_refused():
 
     with pytest.raises(TypeError, match="declared twice: lr"):
         add_arguments(argparse.ArgumentParser(), Clash)
+
+
+def test_flat_names_build_read_and_set_options_inside_their_group():
+    @flat_names
+    @dataclass
+    class Flat:
+        steps: int = option(1, help="Steps.")
+        optim: Optim = group(Optim, "optimization")
+
+    c = Flat(lr=0.5, steps=3)
+    assert c.optim == Optim(lr=0.5) and c.lr == 0.5 and c.steps == 3
+    c.lr = 0.25
+    assert c.optim.lr == 0.25
+    assert Flat(optim=Optim(lr=2.0), betas=[0.5]).optim == Optim(lr=2.0, betas=[0.5])
+    assert Flat().optim is not Flat().optim

@@ -28,9 +28,9 @@ _EXPORTS = {
     "PrepareConfig": "gpt2kit.data",
     "prepare": "gpt2kit.data",
     "load_prepared": "gpt2kit.data",
-    "TrainConfig": "gpt2kit.train",
-    "TrainSummary": "gpt2kit.train",
-    "train": "gpt2kit.train",
+    "TrainConfig": "gpt2kit.training",
+    "TrainSummary": "gpt2kit.training",
+    "train": "gpt2kit.training",
     "Generator": "gpt2kit.generate",
     "evaluate_text": "gpt2kit.eval",
 }

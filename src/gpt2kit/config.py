@@ -7,13 +7,16 @@ every option, grouped ones included, into an argparse flag (`max_new_tokens` ->
 `--max-new-tokens`; a group's options are listed under its title), `build_config` merges
 defaults < YAML file < flags given on the command line, and `to_dict` gives the resolved values
 to save beside a run. Flags, YAML keys and saved configs are flat: a group changes where a value
-lives in Python (`config.optim.lr`), not how a user names it. Nothing is defaulted twice.
+lives in Python (`config.optim.lr`), not how a user names it; a config decorated with
+`flat_names` also takes and exposes its options by those names (`TrainConfig(lr=1e-3)`,
+`config.lr`). Nothing is defaulted twice.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import types
 import typing
 from pathlib import Path
@@ -161,6 +164,42 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(*names, type=conv, nargs=1, action="extend", **kwargs)
         else:
             parser.add_argument(*names, type=conv, **kwargs)
+
+
+def flat_names(cls: type[T]) -> type[T]:
+    """Class decorator: let a config with groups also be built, read and set with flat option
+    names, the names users know from flags and YAML files.
+
+    `cls(lr=1e-3)` puts `lr` into the group that declares it (on top of a group object given
+    as well, as `dataclasses.replace` passes), and `config.lr` reads or sets it there. Each
+    config gets its own copy of every group, so two configs never share one.
+    """
+    hints = typing.get_type_hints(cls)
+    groups = {f.name: hints[f.name] for f in dataclasses.fields(cls) if is_group(f)}
+    owner = {o.name: g for g, gcls in groups.items() for o in dataclasses.fields(gcls)}
+    generated = cls.__init__
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        for name, gcls in groups.items():
+            flat = {k: kwargs.pop(k) for k in [k for k in kwargs if owner.get(k) == name]}
+            if flat or name in kwargs:
+                kwargs[name] = dataclasses.replace(
+                    kwargs[name] if name in kwargs else gcls(), **flat
+                )
+        generated(self, *args, **kwargs)
+
+    def accessor(name: str, in_group: str) -> property:
+        return property(
+            lambda self: getattr(getattr(self, in_group), name),
+            lambda self, value: setattr(getattr(self, in_group), name, value),
+            doc=f"`{in_group}.{name}`",
+        )
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    for name, in_group in owner.items():
+        setattr(cls, name, accessor(name, in_group))
+    return cls
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -31,8 +31,8 @@ def _prepare() -> tuple[type, Run]:
 
 
 def _train() -> tuple[type, Run]:
-    from gpt2kit.train.command import run_train
-    from gpt2kit.train.config import TrainConfig
+    from gpt2kit.training.command import run_train
+    from gpt2kit.training.config import TrainConfig
 
     return TrainConfig, run_train
 

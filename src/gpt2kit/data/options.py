@@ -7,7 +7,7 @@ import codecs
 from dataclasses import dataclass
 from typing import Literal
 
-from gpt2kit.config import group, option
+from gpt2kit.config import flat_names, group, option
 from gpt2kit.errors import raise_if_problems
 from gpt2kit.tokenizer import TokenizerSpec
 
@@ -65,6 +65,7 @@ class ReadOptions:
         return problems
 
 
+@flat_names
 @dataclass
 class PrepareConfig:
     """Options of `gpt2kit prepare` (and of the data step of `gpt2kit train SOURCE...`)."""

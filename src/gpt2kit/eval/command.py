@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gpt2kit.config import group, option
+from gpt2kit.config import flat_names, group, option
 from gpt2kit.data.options import ReadOptions
 from gpt2kit.errors import UserError
 from gpt2kit.eval.scorer import default_stride, evaluate_ids, summarize
@@ -27,6 +27,7 @@ from gpt2kit.runtime import (
 from gpt2kit.tokenizer import Tokenizer
 
 
+@flat_names
 @dataclass
 class EvalConfig:
     """Options of `gpt2kit eval`."""

@@ -1,0 +1,569 @@
+"""Everything the step loop needs, resolved before its first step (`setup`).
+
+In order: the run folder (--resume, --overwrite), the device and precision, the start point
+(a checkpoint to resume, a pretrained model, or a new model), the data (prepared through
+`gpt2kit.data`, or a DATA_DIR), a memory check, the batches, the optimizer, how many steps
+(fitted to --max-time alone by timing a few passes), then the resume state put back (or an
+earlier attempt's results cleared), and the resolved options saved as `config.yaml`. The order
+is part of exact resume: everything that draws random numbers comes in the same order on every
+run, and the saved random state is restored last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from gpt2kit.config import to_dict
+from gpt2kit.data import (
+    PrepareConfig,
+    PreparedData,
+    format_report,
+    is_prepared_dir,
+    load_prepared,
+    prepare,
+)
+from gpt2kit.data.sampler import BlockSampler
+from gpt2kit.errors import UserError
+from gpt2kit.formats.hf import load_model, resolve_model
+from gpt2kit.fsutil import write_text_atomic
+from gpt2kit.model import GPT2, PRESETS, GPT2Config, preset_config
+from gpt2kit.runs import RunDir
+from gpt2kit.runtime import free_memory, precision_name, resolve_device, resolve_precision
+from gpt2kit.tokenizer import Tokenizer, TokenizerSpec, load_tokenizer
+from gpt2kit.training.checkpoint import (
+    MARKER,
+    Checkpoint,
+    LoadedCheckpoint,
+    TrainState,
+    abandon_checkpoints,
+    checkpoint_at,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    restore_rng,
+)
+from gpt2kit.training.config import OptimOptions, TrainConfig
+from gpt2kit.training.metrics import truncate_metrics
+from gpt2kit.training.schedule import warmup_steps
+
+SAMPLE_CORPUS = Path(__file__).parents[1] / "assets" / "tinyshakespeare.txt"
+
+
+@dataclass
+class Plan:
+    """The resolved shape of the run: batches, learning rate and length (`resolved_*` in
+    `config.yaml`)."""
+
+    block_size: int
+    batch_size: int
+    grad_accum: int
+    steps_per_epoch: int
+    peak_lr: float
+    total_steps: int
+    warmup: int
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.grad_accum * self.block_size
+
+
+@dataclass
+class Session:
+    """A run ready for its first (or next) step: what `setup` returns and the loop uses."""
+
+    config: TrainConfig
+    run: RunDir
+    device: torch.device
+    model: GPT2
+    step_model: torch.nn.Module  # the model, or its torch.compile'd wrapper
+    tokenizer: Tokenizer
+    data: PreparedData
+    sampler: BlockSampler
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    autocast: contextlib.AbstractContextManager
+    plan: Plan
+    state: TrainState
+
+
+@dataclass
+class Start:
+    """Where training starts: a checkpoint (`resumed`), a pretrained model, or nothing yet
+    (`model` None: built from scratch once the tokenizer, maybe trained on the data, is known).
+    `tokenizer_spec` is the --tokenizer that prepares the data."""
+
+    model: GPT2 | None
+    tokenizer: Tokenizer | None
+    tokenizer_spec: str
+    resumed: LoadedCheckpoint | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# the run folder and the start point
+
+
+def open_run(config: TrainConfig) -> tuple[RunDir, Checkpoint | None, TrainState | None]:
+    """Apply --resume/--overwrite to the run folder.
+
+    Returns the folder, the checkpoint to resume (or None) and, when --resume PATH abandons
+    later checkpoints, the newest one's state, whose best validation figures are those of the
+    checkpoint moved to `checkpoints/abandoned/` (never deleted).
+    """
+    run = RunDir(Path(config.out).expanduser())
+    if config.resume not in ("auto", "never"):
+        path = Path(config.resume).expanduser()
+        chosen = checkpoint_at(path)
+        if chosen is None:
+            raise UserError(
+                f"--resume {path}: not a complete checkpoint folder (step-NNNNNN with a {MARKER} marker)."
+            )
+        later = [
+            c
+            for c in list_checkpoints(run.path)
+            if c.step > chosen.step and c.path.resolve() != path.resolve()
+        ]
+        return run, chosen, abandon_checkpoints(run.path, later)
+    non_empty = run.path.is_dir() and any(run.path.iterdir())
+    if config.resume == "never":
+        if non_empty:
+            if not config.overwrite:
+                raise UserError(
+                    f"{run.path} is not empty and --resume never was given. Add --overwrite to delete it, or choose another --out."
+                )
+            if not run.is_run_folder():
+                raise UserError(
+                    f"--overwrite refuses to delete {run.path}: it is not a gpt2kit run folder (no config.yaml beside checkpoints/ or metrics.jsonl). Choose another --out, or empty it yourself."
+                )
+            shutil.rmtree(run.path)
+        return run, None, None
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"--out {run.path} is a file, not a folder.")
+    return run, latest_checkpoint(run.path), None
+
+
+def _still_usable(spec: str) -> bool:
+    """Whether the tokenizer `spec` can still be loaded or trained (a folder may be gone)."""
+    return TokenizerSpec.parse(spec).kind != "path" or Path(spec).expanduser().exists()
+
+
+def load_start(config: TrainConfig, resume_from: Checkpoint | None, device: torch.device) -> Start:
+    """Read the start point: the checkpoint to resume, else a new model's tokenizer (--init
+    scratch), else the pretrained model --init names."""
+    if resume_from is not None:
+        loaded = load_checkpoint(resume_from, device)
+        spec = loaded.state.tokenizer_spec or str(resume_from.path)
+        if not _still_usable(spec):
+            spec = str(resume_from.path)  # e.g. a hub snapshot since removed
+        print(f"Resuming from {resume_from.path} (step {resume_from.step}).")
+        return Start(loaded.model, loaded.tokenizer, spec, loaded)
+    if config.init == "scratch":
+        spec = config.model.tokenizer
+        return Start(
+            None, None if TokenizerSpec.parse(spec).is_trained else load_tokenizer(spec), spec
+        )
+    folder = resolve_model(config.init)
+    model, tokenizer, _ = load_model(folder, device=device)
+    return Start(model, tokenizer, str(folder))
+
+
+# --------------------------------------------------------------------------------------------
+# data and model
+
+
+def load_data(
+    config: TrainConfig, run: RunDir, tokenizer_spec: str, block_size: int | None
+) -> PreparedData:
+    """Prepare (or reuse) the training data in the run folder, or open a given DATA_DIR."""
+    sources = list(config.sources)
+    if len(sources) == 1 and is_prepared_dir(sources[0]):
+        if config.val:
+            raise UserError(
+                "--val cannot be combined with a prepared DATA_DIR (its split is fixed)."
+            )
+        return load_prepared(sources[0])
+    if not sources:
+        print(
+            f"No SOURCE given: training on the bundled sample corpus (tiny Shakespeare, {SAMPLE_CORPUS.stat().st_size / 1e6:.1f} MB)."
+        )
+        sources = [str(SAMPLE_CORPUS)]
+    prep = PrepareConfig(
+        sources=sources,
+        out=str(run.data),
+        tokenizer=tokenizer_spec,
+        val=list(config.val),
+        val_fraction=config.val_fraction,
+        reading=config.reading,
+        block_size=block_size,
+        batch_size=config.optim.batch_size,
+    )
+    data = prepare(prep, progress=config.progress)
+    print(format_report(data.report, reused=data.reused))  # counts, duplicates, warnings
+    return data
+
+
+def scratch_context(config: TrainConfig) -> int:
+    """Context of a new model: --n-positions, else --block-size (a model only learns the
+    positions it is trained on), else the preset's."""
+    m = config.model
+    return m.n_positions or config.optim.block_size or PRESETS[m.preset].get("n_positions", 1024)
+
+
+def scratch_config(config: TrainConfig, tokenizer: Tokenizer) -> GPT2Config:
+    """The configuration of a new model: the preset, the size flags, the tokenizer's vocabulary."""
+    m = config.model
+    overrides: dict[str, Any] = {
+        k: getattr(m, k) for k in ("n_layer", "n_head", "n_embd") if getattr(m, k) is not None
+    }
+    overrides.update(
+        n_positions=scratch_context(config),
+        vocab_size=tokenizer.vocab_size,
+        bos_token_id=tokenizer.eos_id,
+        eos_token_id=tokenizer.eos_id,
+    )
+    if m.dropout is not None:
+        overrides.update(resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout)
+    return preset_config(m.preset, **overrides)
+
+
+def set_dropout(model: GPT2, p: float) -> None:
+    """Set every dropout of `model` (embeddings, attention, residuals) to `p`."""
+    model.config.resid_pdrop = model.config.embd_pdrop = model.config.attn_pdrop = p
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+    for block in model.transformer.h:
+        block.attn.attn_dropout = p
+
+
+def model_and_data(
+    config: TrainConfig, run: RunDir, start: Start, device: torch.device, dtype: torch.dtype
+) -> tuple[GPT2, Tokenizer, PreparedData, int]:
+    """The model in training mode, its tokenizer, the data, and the block size (the model's
+    context unless --block-size, cut to the data when that is shorter). A new model is built
+    only once the data (and so a tokenizer trained on it) is there and the memory suffices."""
+    n_positions = start.model.config.n_positions if start.model else scratch_context(config)
+    block_size = config.optim.block_size or n_positions
+    if block_size > n_positions:
+        raise UserError(
+            f"--block-size {block_size} is longer than the model's context of {n_positions} tokens."
+        )
+    data = load_data(config, run, start.tokenizer_spec, block_size)
+    if 2 <= len(data.train) <= block_size:
+        print(
+            f"Note: the training data has only {len(data.train):,} tokens, fewer than --block-size {block_size}; using blocks of {len(data.train) - 1} tokens."
+        )
+        block_size = len(data.train) - 1
+    model, tokenizer = start.model, start.tokenizer
+    model_config = model.config if model is not None else scratch_config(config, data.tokenizer)
+    check_memory(model_config, config.optim.batch_size, block_size, device, dtype)
+    if model is None:
+        tokenizer = data.tokenizer
+        model = GPT2(model_config).to(device)
+    elif data.tokenizer.fingerprint != tokenizer.fingerprint:
+        raise UserError(
+            f"The data in {data.path} was tokenized with a different tokenizer than the model's. "
+            "Prepare it again with --tokenizer pointing at the model folder, or pass the text sources."
+        )
+    if start.resumed is None and config.model.dropout is not None:
+        set_dropout(model, config.model.dropout)
+    model.train()
+    if len(data.train) < 2:
+        raise UserError(
+            "The training split has fewer than 2 tokens: there is nothing to learn from. Add more text."
+        )
+    return model, tokenizer, data, block_size
+
+
+# --------------------------------------------------------------------------------------------
+# memory
+
+
+def training_memory_bytes(
+    config: GPT2Config, batch_size: int, block_size: int, dtype: torch.dtype
+) -> int:
+    """A conservative estimate of the memory one training step needs: fp32 weights, gradients
+    and AdamW's two moments (16 bytes a parameter), the activations kept for the backward pass
+    (Korthikanti et al. 2022: 34 + 5 x heads x T / width values per token and layer, doubled
+    for the unfused attention of CPUs), and the logits with their gradient."""
+    C, L, H, T, B, V = (
+        config.n_embd,
+        config.n_layer,
+        config.n_head,
+        block_size,
+        batch_size,
+        config.vocab_size,
+    )
+    params = V * C + config.n_positions * C + L * (12 * C * C + 13 * C) + 2 * C
+    act = 2 if dtype in (torch.bfloat16, torch.float16) else 4
+    per_layer = B * T * C * (34 + 2 * 5 * H * T / C) * act
+    logits = 3 * B * T * V * 4
+    return int(16 * params + L * per_layer + logits)
+
+
+def check_memory(
+    config: GPT2Config, batch_size: int, block_size: int, device: torch.device, dtype: torch.dtype
+) -> None:
+    """Refuse a run whose estimated need (`training_memory_bytes`) exceeds the device's memory,
+    before anything is built, naming the numbers and the flag to change."""
+    # the whole GPU is this run's to use; on the CPU, what other programs leave free
+    cuda = device.type == "cuda"
+    available = torch.cuda.mem_get_info(device)[1] if cuda else free_memory(device)
+    where = "GPU memory" if cuda else "free RAM"
+    need = training_memory_bytes(config, batch_size, block_size, dtype)
+    if available is None or need <= available:
+        return
+    fits_batch = next(
+        (
+            b
+            for b in range(batch_size - 1, 0, -1)
+            if training_memory_bytes(config, b, block_size, dtype) <= available
+        ),
+        None,
+    )
+    fits_block = next(
+        (
+            t
+            for t in (2**k for k in range(20, 2, -1))
+            if t < block_size and training_memory_bytes(config, 1, t, dtype) <= available
+        ),
+        None,
+    )
+    fixes = []
+    if fits_batch:
+        fixes.append(f"--batch-size {fits_batch} (with --grad-accum to keep the tokens per step)")
+    if fits_block:
+        fixes.append(f"--block-size {fits_block} or less")
+    raise UserError(
+        f"This run would need about {need / 2**30:,.1f} GiB ({config.n_layer} layers x "
+        f"{config.n_embd} wide, vocabulary {config.vocab_size:,}, --batch-size {batch_size} x "
+        f"--block-size {block_size}), but this machine has {available / 2**30:,.1f} GiB of "
+        f"{where}. Try {' or '.join(fixes) or 'a smaller model (--preset)'}."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# optimizer, precision, compile, length
+
+
+def make_optimizer(model: GPT2, optim: OptimOptions, device: torch.device) -> torch.optim.AdamW:
+    """AdamW at --lr with weight decay on matrices and embeddings only (fused on CUDA)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.beta1, optim.beta2), **extra)
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Mixed precision in `dtype` on `device`, or nothing for fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def compiled(model: GPT2, mode: str, device: torch.device) -> tuple[torch.nn.Module, str]:
+    """The model to step (`torch.compile`d for --compile on, or auto on CUDA) and a note on
+    the choice for the banner."""
+    if mode == "on" or (mode == "auto" and device.type == "cuda"):
+        return torch.compile(model), "on"
+    if mode == "off":
+        return model, "off (--compile off)"
+    return model, f"off (auto: only on CUDA; this run is on {device.type})"
+
+
+def steps_for_budget(
+    step_model: torch.nn.Module,
+    sampler: BlockSampler,
+    grad_accum: int,
+    autocast: contextlib.AbstractContextManager,
+    device: torch.device,
+    seconds: float,
+    eval_every: int,
+    val_tokens: int,
+) -> int:
+    """How many optimizer steps fit in `seconds`, timed on a few forward/backward passes of
+    real batches (the weights and the random state are left as they were)."""
+    rng = torch.get_rng_state()
+
+    def one() -> None:
+        for _ in range(grad_accum):
+            x, y = sampler.next_batch()
+            with autocast:
+                loss = step_model(x.to(device), y.to(device)) / grad_accum
+            loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    one()  # the first pass allocates (and compiles); not timed
+    t0, n = time.perf_counter(), 0
+    while n < 3 or (time.perf_counter() - t0 < min(2.0, 0.02 * seconds) and n < 20):
+        one()
+        n += 1
+    step = (time.perf_counter() - t0) / n * 1.1  # + the optimizer step and logging
+    torch.set_rng_state(rng)
+    tokens = sampler.batch * sampler.block * grad_accum
+    eval_per_step = step / 3 * (val_tokens / tokens) / eval_every  # forward only, every N steps
+    reserve = 2 * step / 3 * (val_tokens / tokens) + 2.0  # the last evaluation and the export
+    return max(1, int((seconds - reserve) / (step + eval_per_step)))
+
+
+def total_steps(
+    config: TrainConfig, start: Start, steps_per_epoch: int, fit_to_budget: Callable[[], int]
+) -> int:
+    """The length of the run: --max-steps, else --epochs (default 1) worth of steps; with
+    --max-time alone, what the budget holds (`fit_to_budget()`), kept on resume so that the
+    schedule does not change."""
+    length = config.length
+    if length.max_steps or not length.time_budgeted:
+        return length.max_steps or max(1, math.ceil((length.epochs or 1.0) * steps_per_epoch))
+    if start.resumed is not None and start.resumed.state.total_steps:
+        return start.resumed.state.total_steps
+    return fit_to_budget()
+
+
+# --------------------------------------------------------------------------------------------
+# the state, the saved config, the banner
+
+
+def restore_state(
+    run: RunDir,
+    start: Start,
+    fresh: TrainState,
+    abandoned: TrainState | None,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    sampler: BlockSampler,
+) -> TrainState:
+    """The state to continue from: the resumed checkpoint's, with optimizer, grad scaler,
+    data position and random state put back (the random state last, after everything that
+    draws numbers), and the metrics of redone steps dropped; else `fresh`, with what an earlier
+    checkpoint-less attempt left removed so that nothing of it looks current."""
+    if start.resumed is None:
+        truncate_metrics(run.metrics, 0)
+        for stale in run.results():
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
+        return fresh
+    resumed = start.resumed
+    state = resumed.state  # an older checkpoint may lack what `fresh` resolved
+    state.tokenizer_spec = state.tokenizer_spec or fresh.tokenizer_spec
+    state.total_steps = state.total_steps or fresh.total_steps
+    if abandoned and (state.best_val_loss is None or abandoned.best_val_loss < state.best_val_loss):
+        # best/ keeps the abandoned trajectory's best until this one beats it
+        state.best_val_loss, state.best_val_bpc = abandoned.best_val_loss, abandoned.best_val_bpc
+        state.best_step = None
+    optimizer.load_state_dict(resumed.optimizer_state)
+    if scaler is not None and resumed.rng_scaler.get("scaler"):
+        scaler.load_state_dict(resumed.rng_scaler["scaler"])
+    sampler.epoch, sampler.cursor = state.epoch, state.cursor
+    truncate_metrics(run.metrics, state.step)
+    restore_rng(resumed.rng_scaler["rng"])
+    return state
+
+
+def write_config(run: RunDir, config: TrainConfig, plan: Plan, data: PreparedData) -> None:
+    """Save the resolved options, with what was derived from them, as `config.yaml`."""
+    resolved = to_dict(config)
+    resolved.update(
+        resolved_block_size=plan.block_size,
+        resolved_grad_accum=plan.grad_accum,
+        resolved_lr=plan.peak_lr,
+        resolved_warmup_steps=plan.warmup,
+        resolved_total_steps=plan.total_steps,
+        data_dir=str(data.path),
+    )
+    write_text_atomic(run.config, yaml.safe_dump(resolved, sort_keys=False))
+
+
+def describe(s: Session, dtype: torch.dtype, compile_note: str) -> str:
+    """The banner printed before the first step: model, data, steps, device."""
+    mc, p, data = s.model.config, s.plan, s.data
+    return (
+        f"Model: {s.model.num_parameters() / 1e6:.2f}M parameters, {mc.n_layer} layers x {mc.n_embd} wide, context {mc.n_positions}, vocab {mc.vocab_size}.\n"
+        f"Data: {len(data.train):,} training tokens, {len(data.val):,} validation tokens ({data.path}).\n"
+        f"Steps: {p.total_steps:,} (from {s.state.step}), {p.tokens_per_step:,} tokens per step ({p.batch_size} x {p.grad_accum} x {p.block_size}), {p.steps_per_epoch:,} steps per epoch; lr {p.peak_lr:g}, warmup {p.warmup}.\n"
+        f"Device: {s.device.type}, precision {precision_name(dtype)}, torch.compile {compile_note}."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# setup
+
+
+def setup(config: TrainConfig, t_start: float) -> Session:
+    """Resolve everything before the first step (see the module's docstring) and print the
+    banner; `config` has its defaults filled in, `t_start` is when the invocation began (the
+    --max-time budget counts from it)."""
+    run, resume_from, abandoned = open_run(config)
+    device = resolve_device(config.runtime.device)
+    dtype = resolve_precision(config.runtime.precision, device)
+    if device.type == "cpu" and dtype == torch.float16:
+        raise UserError("--precision fp16 needs a GPU; on the CPU use fp32 or bf16.")
+    seed, optim = config.runtime.seed, config.optim
+    torch.manual_seed(seed)
+    start = load_start(config, resume_from, device)
+    model, tokenizer, data, block_size = model_and_data(config, run, start, device, dtype)
+
+    batch_size = optim.batch_size
+    sampler = BlockSampler(data.train, block_size, batch_size, seed)
+    blocks_per_epoch = len(sampler.blocks_in_epoch(0))
+    if blocks_per_epoch < batch_size:
+        print(
+            f"Note: one epoch has only {blocks_per_epoch} blocks of {block_size} tokens, fewer than --batch-size {batch_size}; batches will repeat blocks across epochs."
+        )
+    grad_accum = optim.grad_accum
+    if optim.tokens_per_step:
+        grad_accum = max(1, round(optim.tokens_per_step / (batch_size * block_size)))
+    steps_per_epoch = max(1, blocks_per_epoch // (batch_size * grad_accum))
+
+    optimizer = make_optimizer(model, optim, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    autocast = autocast_for(device, dtype)
+    step_model, compile_note = compiled(model, config.runtime.compile, device)
+
+    def fit_to_budget() -> int:
+        steps = steps_for_budget(
+            step_model,
+            BlockSampler(data.train, block_size, batch_size, seed),
+            grad_accum,
+            autocast,
+            device,
+            seconds=config.length.max_time * 60 - (time.time() - t_start),
+            eval_every=config.evaluation.eval_every,
+            val_tokens=min(len(data.val), config.evaluation.eval_tokens or len(data.val)),
+        )
+        optimizer.zero_grad(set_to_none=True)
+        return steps
+
+    steps = total_steps(config, start, steps_per_epoch, fit_to_budget)
+    plan = Plan(
+        block_size, batch_size, grad_accum, steps_per_epoch, optim.lr, steps,
+        warmup_steps(steps, optim.warmup_steps),
+    )  # fmt: skip
+    fresh = TrainState(tokenizer_spec=start.tokenizer_spec, total_steps=steps)
+    state = restore_state(run, start, fresh, abandoned, optimizer, scaler, sampler)
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_config(run, config, plan, data)
+    session = Session(
+        config, run, device, model, step_model, tokenizer, data, sampler, optimizer, scaler,
+        autocast, plan, state,
+    )  # fmt: skip
+    print(describe(session, dtype, compile_note))
+    if state.step >= steps:
+        print(f"Training already reached step {state.step} of {steps}; nothing to do.")
+    return session

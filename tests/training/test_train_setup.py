@@ -1,0 +1,104 @@
+"""Setup: fine-tuning a transformers folder, a new model's context, --overwrite only on a run
+folder, and a run too large for memory refused before it starts."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import SHAKESPEARE, make_hf_model, run_cli, tiny_train_config
+from conftest import TINY_TRAIN as TINY
+from gpt2kit.training import TrainConfig, train
+
+
+def test_finetune_from_transformers_folder_lowers_val_loss(tmp_path, corpus):
+    transformers = pytest.importorskip("transformers")
+    make_hf_model(tmp_path / "base", n_positions=64)
+    out = tmp_path / "run"
+    summary = train(
+        TrainConfig(
+            sources=[str(corpus)],
+            out=str(out),
+            init=str(tmp_path / "base"),
+            lr=3e-3,
+            max_steps=30,
+            eval_every=15,
+            block_size=32,
+            batch_size=4,
+            samples=1,
+            sample_tokens=8,
+            progress=False,
+            val_fraction=0.1,
+        )
+    )
+    from gpt2kit.data import load_prepared
+    from gpt2kit.formats.hf import load_model
+
+    data = load_prepared(out / "data")
+    from gpt2kit.eval import evaluate_ids
+
+    base, tokenizer, _ = load_model(tmp_path / "base")
+    before = evaluate_ids(base, tokenizer, data.val, data.meta["val_chars"], 32, 32)["loss"]
+    assert summary.best_val_loss < before - 0.5
+    _, info = transformers.AutoModelForCausalLM.from_pretrained(
+        out / "final", output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    evals = [
+        m
+        for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        if m["type"] == "eval"
+    ]
+    assert len(evals) == 2 and all(len(e["samples"]) == 1 for e in evals)
+    assert {"val_loss", "val_ppl", "val_bpc", "tokens_seen"} <= evals[0].keys()
+
+
+def test_scratch_model_context_follows_block_size(tmp_path, corpus):
+    """A model only learns the positions it trains on, so its context is --block-size."""
+    out = tmp_path / "run"
+    cfg = tiny_train_config(corpus, out, max_steps=1)
+    cfg.n_positions = None
+    train(cfg)
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["n_positions"] == 32 and config["n_ctx"] == 32
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, corpus):
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    r = run_cli(
+        "train", str(corpus), "--out", str(mine), "--resume", "never", "--overwrite",
+        "--max-steps", "1", *TINY,
+    )  # fmt: skip
+    assert r.returncode == 2 and "not a gpt2kit run folder" in r.stderr
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    run = tmp_path / "run"
+    assert (
+        run_cli("train", str(corpus), "--out", str(run), "--max-steps", "1", *TINY).returncode == 0
+    )
+    r = run_cli(
+        "train", str(corpus), "--out", str(run), "--resume", "never", "--overwrite",
+        "--max-steps", "2", *TINY,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2
+
+
+def test_a_run_too_large_for_memory_is_refused_before_it_starts(tmp_path):
+    data = tmp_path / "data"
+    text = tmp_path / "t.txt"
+    text.write_text(SHAKESPEARE.read_text()[:300_000])
+    assert (
+        run_cli("prepare", str(text), "--out", str(data), "--tokenizer", "bpe:300").returncode == 0
+    )
+    t0 = time.time()
+    r = run_cli(
+        "train", str(data), "--init", "scratch", "--preset", "tiny", "--block-size", "100000",
+        "--max-steps", "1", "--out", str(tmp_path / "x"), "--no-progress",
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "GiB" in r.stderr and "--block-size" in r.stderr and "Try" in r.stderr
+    assert time.time() - t0 < 60
