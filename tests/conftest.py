@@ -55,7 +55,7 @@ def run_cli(*args: str, input: str | None = None, timeout: float = 300, env: dic
 def script_validation_losses(monkeypatch, losses: Iterable[float]) -> None:
     """Make training's validation return `losses`, one per evaluation, in order (bits per
     character equal to the loss), so a test decides which step is the best."""
-    from gpt2kit.train import evaluator
+    from gpt2kit.training import evaluator
 
     scripted = iter(losses)
 
@@ -79,7 +79,7 @@ TINY_TRAIN = [
 def tiny_train_config(corpus: Path, out: Path, **kw):
     """A `TrainConfig` of the tiny model on `corpus` into `out`, evaluating every 2 steps;
     `kw` overrides or adds options."""
-    from gpt2kit.train import TrainConfig
+    from gpt2kit.training import TrainConfig
 
     base = dict(
         sources=[str(corpus)], out=str(out), init="scratch", n_layer=2, n_head=2, n_embd=32,
