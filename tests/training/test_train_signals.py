@@ -35,10 +35,9 @@ def test_sigterm_saves_a_complete_checkpoint_and_exits_143(tmp_path, corpus):
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while (
-        time.time() < deadline and not (out / "checkpoints" / "step-000010" / "COMPLETE").exists()
-    ):
-        time.sleep(0.2)
+    # Any complete checkpoint will do: on a fast machine step 10's is pruned within milliseconds.
+    while time.time() < deadline and not any((out / "checkpoints").glob("step-*/COMPLETE")):
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr
