@@ -119,6 +119,24 @@ def test_auto_vocabulary_grows_with_the_corpus_in_bytes():
     assert tok.decode(tok.encode(text[:500])) == text[:500]
 
 
+def test_auto_gives_a_large_alphabet_one_id_per_character():
+    """A text with more distinct characters than half the BPE size `auto` would train (as a
+    Chinese novel has) gets a character vocabulary; an alphabetic text keeps its BPE."""
+    from gpt2kit.tokenizer import auto_vocab_size, train_tokenizer
+
+    rng = random.Random(0)
+    hanzi = [chr(c) for c in range(0x4E00, 0x4E00 + 600)]  # 600 CJK ideographs
+    text = "".join(rng.choice(hanzi) + ("。" if rng.random() < 0.1 else "") for _ in range(20_000))
+    size = auto_vocab_size(len(text.encode()))
+    assert len(set(text)) > size // 2  # 601 distinct characters, BPE size 512
+    tok = train_tokenizer("auto", lambda: iter([text]))
+    assert tok.name == "auto (char)" and tok.vocab_size == len(set(text)) + 2  # + EOS, unk
+    assert tok.encode(text[:300]) == [tok.encode(c)[0] for c in text[:300]]
+    assert tok.decode(tok.encode(text[:300])) == text[:300]
+    latin = SHAKESPEARE.read_text(encoding="utf-8")[:60_000]
+    assert train_tokenizer("auto", lambda: iter([latin])).name.startswith("auto (bpe:")
+
+
 def test_one_parser_reads_every_tokenizer_spec():
     from gpt2kit.tokenizer import (
         TokenizerSpec,

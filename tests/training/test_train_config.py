@@ -75,7 +75,7 @@ def test_scratch_defaults_are_the_documented_recipe_and_max_time_alone_is_the_bu
     assert r.returncode == 0, r.stderr
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["tokenizer"] == "auto" and saved["preset"] == "tiny"
-    assert saved["batch_size"] == 16 and saved["dropout"] == 0.0
+    assert saved["batch_size"] == 8 and saved["dropout"] == 0.0
     assert saved["lr"] == pytest.approx(5e-3)  # 5e-3 x 128 / width, at most 5e-3
     summary = json.loads((out / "summary.json").read_text())
     steps_per_epoch = int(r.stdout.split(" steps per epoch")[0].rsplit(" ", 1)[1])

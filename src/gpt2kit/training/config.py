@@ -276,7 +276,7 @@ class TrainConfig:
 
     def with_defaults(self) -> TrainConfig:
         """This config with every option left unset filled in: from scratch, the recipe that
-        README "Training from scratch" documents (tiny preset, --tokenizer auto, batch 16,
+        README "Training from scratch" documents (tiny preset, --tokenizer auto, batch 8,
         dropout 0, lr 5e-3 x 128 / width); when fine-tuning, batch 8 and lr 5e-5."""
         m, o = self.model, self.optim
         if self.init != "scratch":
@@ -294,6 +294,6 @@ class TrainConfig:
                 dropout=0.0 if m.dropout is None else m.dropout,
             ),
             optim=replace(
-                o, batch_size=o.batch_size or 16, lr=o.lr or SCRATCH_LR * min(1.0, 128 / width)
+                o, batch_size=o.batch_size or 8, lr=o.lr or SCRATCH_LR * min(1.0, 128 / width)
             ),
         )
