@@ -10,7 +10,8 @@ gives the tokens it would give alone, whichever requests share the engine with i
 The host looks at the tokens only at check points (every step on the CPU or when a request
 streams, every 8 steps on a GPU, and when a request reaches its token budget) to notice EOS
 and stop strings and to stream text; a request that needs none of these is read once, at its
-end. Requests with the same logits controls are processed as one batch.
+end. Requests with the same logits controls are processed as one batch. A request that asks
+for log-probabilities (`Request.logprobs`, as a server's API does) has them read every step.
 
 Past the context window a slot's window slides: when its context fills the cache, its last
 `capacity // 2` tokens are re-encoded (positions restart at 0) and decoding goes on. Keeping
@@ -39,12 +40,26 @@ GPU_CHECK_EVERY = 8
 @dataclass(frozen=True)
 class Request:
     """One generation request: its prompt token ids (empty: start from EOS), its decoding
-    controls, the seed of its sampling (None: a fresh one) and whether its text streams."""
+    controls, the seed of its sampling (None: a fresh one), whether its text streams, and
+    `logprobs`: None, or how many of the most likely alternatives (0 or more) to record with
+    each generated token's log-probability (see `TokenLogprob`)."""
 
     prompt_ids: Sequence[int]
     params: GenerationParams = field(default_factory=GenerationParams)
     seed: int | None = None
     stream: bool = False
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token's log-probability under the model and the `top` most likely tokens with theirs
+    (`(token id, log-probability)`, most likely first), all from one log-softmax of the model's
+    logits before any decoding control, so a greedy token's value is exactly the top one's."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
 
 
 @dataclass
@@ -53,13 +68,15 @@ class Finished:
 
     `token_ids` run up to and including the token that completed a stop string (EOS is not
     kept); `text` is cut before the stop string; `finish_reason` is `eos`, `stop` or `length`;
-    `seed` is the one its sampling used (None when greedy).
+    `seed` is the one its sampling used (None when greedy); `logprobs`, when the request asked
+    for them, has one entry per token of `token_ids`.
     """
 
     slot: int
     request: Request
     output: SampleOutput
     seed: int | None
+    logprobs: list[TokenLogprob] | None = None  # one per generated token, if requested
 
     @property
     def token_ids(self) -> list[int]:
@@ -94,6 +111,7 @@ class _Slot:
     prompt_len: int
     start: int  # the engine's step count when it was admitted
     read: int = 0  # generated tokens handed to `output`
+    logprobs: list[TokenLogprob] | None = None  # one per step, when the request asks
 
 
 @dataclass
@@ -104,6 +122,7 @@ class _Plan:
     due: int  # the step count at which the first of them reaches its token budget
     watched: bool  # whether any needs reading at every check (EOS, stop strings, stream)
     every: int  # steps between checks
+    logprobs: int | None  # the most alternatives a slot asks for (None: no slot asks)
 
 
 class DecodeEngine:
@@ -221,6 +240,8 @@ class DecodeEngine:
                 self.seen[row, torch.tensor(prompt, device=self.device)] = True
             output = SampleOutput(self.tokenizer, params, request.stream)
             self._slots[row] = _Slot(request, output, seed, len(prompt), self.steps)
+            if request.logprobs is not None:
+                self._slots[row].logprobs = []
         self._plan = None
         return rows
 
@@ -228,6 +249,15 @@ class DecodeEngine:
         """Drop the request in `slot` (if any) without a result; the slot is free."""
         if self._slots[slot] is not None:
             self._retire(slot)
+
+    def progress(self, slot: int) -> tuple[list[int], list[TokenLogprob] | None]:
+        """The tokens of the request in `slot` read so far (at the last check) and, if it asked
+        for them, the log-probabilities of every token generated so far (one per step, which
+        can run ahead of the tokens read)."""
+        s = self._slots[slot]
+        if s is None:
+            raise ValueError(f"slot {slot} holds no request")
+        return s.output.ids, s.logprobs
 
     def reset(self) -> None:
         """Drop every request: all slots are free."""
@@ -263,6 +293,10 @@ class DecodeEngine:
             due=min(s.start + s.request.params.max_new_tokens for s in slots.values()),
             watched=streams or any(o.eos is not None or o.stops for o in out),
             every=1 if streams or self.device.type != "cuda" else GPU_CHECK_EVERY,
+            logprobs=max(
+                (s.request.logprobs for s in slots.values() if s.request.logprobs is not None),
+                default=None,
+            ),
         )
 
     # -- the history of tokens (n-gram bans, the sliding window, what the host reads)
@@ -328,6 +362,8 @@ class DecodeEngine:
         if self._plan is None:
             self._plan = self._make_plan()
         token = self._choose(self._plan)  # (B,)
+        if self._plan.logprobs is not None:
+            self._record_logprobs(token, self._plan.logprobs)
         self._record(token)
         out = self._check(self._plan)
         if any(s is not None for s in self._slots):
@@ -335,6 +371,24 @@ class DecodeEngine:
                 self.runner.place(row, self.history[row, self.hp - self.keep : self.hp - 1])
             self.logits = self.runner.step(token)
         return out
+
+    def _record_logprobs(self, token: torch.Tensor, k: int) -> None:
+        """Append the chosen token's log-probability and the `k` most likely tokens' (from one
+        log-softmax of the model's logits) to every slot that asks for them (one host sync)."""
+        rows = [r for r, s in enumerate(self._slots) if s is not None and s.logprobs is not None]
+        index = torch.tensor(rows, device=self.device)
+        lp = self.logits.index_select(0, index).float().log_softmax(dim=-1)  # (R, V)
+        chosen = token.index_select(0, index)  # (R,)
+        values = lp.gather(1, chosen.unsqueeze(1)).squeeze(1).tolist()
+        if k:
+            top_values, top_ids = (t.tolist() for t in lp.topk(k, dim=-1))
+        else:
+            top_values = top_ids = [[] for _ in rows]
+        chosen = chosen.tolist()
+        for i, row in enumerate(rows):
+            slot = self._slots[row]
+            top = list(zip(top_ids[i], top_values[i], strict=True))[: slot.request.logprobs]
+            slot.logprobs.append(TokenLogprob(chosen[i], values[i], top))
 
     def _choose(self, plan: _Plan) -> torch.Tensor:
         """The next token of every slot (B,), each group of slots under its own controls."""
@@ -390,6 +444,7 @@ class DecodeEngine:
             if slot.request.stream and (piece := slot.output.new_text()):
                 out.text[row] = piece
             if slot.output.finish is not None:
-                out.finished.append(Finished(row, slot.request, slot.output, slot.seed))
+                logprobs = None if slot.logprobs is None else slot.logprobs[: len(slot.output.ids)]
+                out.finished.append(Finished(row, slot.request, slot.output, slot.seed, logprobs))
                 self._retire(row)
         return out
