@@ -49,6 +49,13 @@ def _eval() -> tuple[type, Run]:
     return EvalConfig, run_eval
 
 
+def _serve() -> tuple[type, Run]:
+    from gpt2kit.serve.command import run_serve
+    from gpt2kit.serve.config import ServeConfig
+
+    return ServeConfig, run_serve
+
+
 COMMANDS = [
     Command(
         "prepare",
@@ -70,5 +77,11 @@ COMMANDS = [
         "Measure loss, perplexity and bits per character of a model on text.",
         "the output path",
         _eval,
+    ),
+    Command(
+        "serve",
+        "Serve a model over an OpenAI-compatible HTTP API, with a playground page.",
+        "the output path",
+        _serve,
     ),
 ]
