@@ -36,6 +36,14 @@ def metric(server, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics:\n{text}")
 
 
+def idle(scheduler, timeout: float = 10) -> bool:
+    """Whether `scheduler` runs no job (waiting up to `timeout` seconds for it)."""
+    deadline = time.monotonic() + timeout
+    while scheduler.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return scheduler.running == 0
+
+
 # -- the key
 
 
@@ -159,10 +167,7 @@ def test_a_full_queue_is_a_429_with_retry_after_and_a_client_gone_frees_its_row(
         with pytest.raises(openai.RateLimitError):
             openai_client(busy.base).completions.create(model=NAME, prompt="Hi")
     # The client closed its stream: the server drops the request long before its 2,000 tokens.
-    deadline = time.monotonic() + 10
-    while busy.scheduler.running and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert busy.scheduler.running == 0
+    assert idle(busy.scheduler)
     generated = metric(busy, "gpt2kit_generated_tokens_total") - before
     time.sleep(0.3)
     assert metric(busy, "gpt2kit_generated_tokens_total") - before == generated < 2000
@@ -175,10 +180,7 @@ def test_a_non_streaming_client_gone_frees_its_row(busy):
     before = metric(busy, "gpt2kit_generated_tokens_total")
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(busy.base + "/v1/completions", json=body, timeout=0.3)
-    deadline = time.monotonic() + 10
-    while busy.scheduler.running and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert busy.scheduler.running == 0
+    assert idle(busy.scheduler)
     assert metric(busy, "gpt2kit_generated_tokens_total") - before < 2000
 
 
@@ -187,6 +189,12 @@ def test_a_request_over_the_timeout_is_a_408(tiny):
         slow = {"prompt": "Go", "max_tokens": 64, "ignore_eos": True, "n": 8}
         error = error_of(post(live, "/v1/completions", slow), 408)
         assert "timeout" in error["message"]
+        # A stream has sent its 200 already: it ends with an error event, then [DONE].
+        r = post(live, "/v1/completions", {**slow, "stream": True})
+        events = [line for line in r.text.split("\n\n") if line]
+        assert r.status_code == 200 and events[-1] == "data: [DONE]"
+        assert json.loads(events[-2][6:])["error"]["type"] == "timeout_error"
+        assert idle(live.scheduler)  # the timed-out jobs were dropped
 
 
 # -- the other endpoints
