@@ -128,6 +128,14 @@ def test_an_unknown_model_or_path_is_a_404(server):
     error_of(httpx.get(server.base + "/nothing-here"), 404)
 
 
+def test_a_model_id_with_slashes_is_listed_retrieved_and_accepted(tiny):
+    with LiveServer(make_app(tiny, model_name="runs/shakespeare", api_key=None)) as live:
+        card = httpx.get(live.base + "/v1/models/runs/shakespeare").json()
+        assert card["id"] == "runs/shakespeare"
+        body = {"model": "runs/shakespeare", "prompt": "Hi", "max_tokens": 1}
+        assert httpx.post(live.base + "/v1/completions", json=body).status_code == 200
+
+
 def test_an_oversize_body_is_a_413(server):
     body = {"prompt": "x" * 1_100_000, "max_tokens": 1}
     error_of(post(server, "/v1/completions", body), 413)

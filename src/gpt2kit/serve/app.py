@@ -287,7 +287,8 @@ def create_app(
         """The one model this server serves."""
         return {"object": "list", "data": [model_card()]}
 
-    @app.get("/v1/models/{model}", response_model=ModelCard, responses=_errors(401, 404))
+    # `path`: ids such as runs/shakespeare hold slashes.
+    @app.get("/v1/models/{model:path}", response_model=ModelCard, responses=_errors(401, 404))
     async def model_info(model: str) -> dict[str, Any]:
         """One model, by id."""
         service.check_model(model)
