@@ -22,7 +22,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
@@ -478,20 +478,8 @@ class Service:
             stream=True,
         )
         self.submit(jobs)
-        id_, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         usage_wanted = req.stream_options is not None and req.stream_options.include_usage
-
-        def chunk(choices: list[dict], usage: dict | None = None) -> str:
-            body = {
-                "id": id_,
-                "object": "text_completion",
-                "created": created,
-                "model": self.model_name,
-                "choices": choices,
-            }
-            if usage_wanted:
-                body["usage"] = usage
-            return _sse(body)
+        chunk = _chunk_writer("cmpl", "text_completion", self.model_name, usage_wanted)
 
         async def stream() -> AsyncIterator[str]:
             offsets = [0] * len(jobs)  # characters sent per choice (for text_offset)
@@ -626,20 +614,8 @@ class Service:
             [prompt], req.n, params, req.seed, logprobs=k, score_prompt=False, stream=True
         )
         self.submit(jobs)
-        id_, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         usage_wanted = req.stream_options is not None and req.stream_options.include_usage
-
-        def chunk(choices: list[dict], usage: dict | None = None) -> str:
-            body = {
-                "id": id_,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": self.model_name,
-                "choices": choices,
-            }
-            if usage_wanted:
-                body["usage"] = usage
-            return _sse(body)
+        chunk = _chunk_writer("chatcmpl", "chat.completion.chunk", self.model_name, usage_wanted)
 
         async def stream() -> AsyncIterator[str]:
             results: list[Result] = []
@@ -715,6 +691,21 @@ def _usage(prompts: Sequence[Prompt], results: Any) -> dict[str, int]:
 
 def _sse(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body, ensure_ascii=False, allow_nan=False)}\n\n"
+
+
+def _chunk_writer(prefix: str, obj: str, model: str, usage_wanted: bool) -> Callable[..., str]:
+    """`chunk(choices, usage=None)`: the Server-Sent Event of one chunk of a stream whose
+    chunks share an id (`prefix-...`), `object`, creation time and model; `usage` is sent
+    only when the client asked for it (`stream_options.include_usage`)."""
+    id_, created = f"{prefix}-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(choices: list[dict], usage: dict | None = None) -> str:
+        body = {"id": id_, "object": obj, "created": created, "model": model, "choices": choices}
+        if usage_wanted:
+            body["usage"] = usage
+        return _sse(body)
+
+    return chunk
 
 
 async def _guarded(events: AsyncGenerator[Event, None]) -> AsyncIterator[Event | str]:
