@@ -41,12 +41,13 @@ PROMPTS = [
 ]
 
 
-def make_model(folder: Path) -> Path:
-    """Save a randomly initialised GPT-2 124M (n_layer 12, n_embd 768) with GPT-2's tokenizer."""
+def make_model(folder: Path, **sizes: int) -> Path:
+    """Save a randomly initialised GPT-2 124M (n_layer 12, n_embd 768), or the `sizes` given,
+    with GPT-2's tokenizer."""
     import transformers
 
     torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config())
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**sizes))
     model.save_pretrained(folder)
     gpt2_tokenizer().save(folder)
     return folder

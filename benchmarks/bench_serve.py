@@ -33,15 +33,9 @@ import torch
 
 from gpt2kit.formats.hf import load_model
 from gpt2kit.runtime import resolve_device, resolve_precision
-from gpt2kit.tokenizer import gpt2_tokenizer
 
-PROMPTS = [
-    "The history of the city begins in the early middle ages, when a small settlement grew "
-    "around the river crossing and the market that formed there.",
-    "Once upon a time",
-    "In this paper we study the problem of",
-    "She opened the door and",
-]
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_generate import PROMPTS, make_model
 
 
 def prompt(i: int) -> str:
@@ -49,15 +43,9 @@ def prompt(i: int) -> str:
     return PROMPTS[i % len(PROMPTS)] + " and then" * (i // len(PROMPTS))
 
 
-def make_model(folder: Path, quick: bool) -> Path:
+def make_quick_or_full_model(folder: Path, quick: bool) -> Path:
     """Save a randomly initialised GPT-2 124M (or, --quick, a 2-layer, 64-wide one)."""
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(**(dict(n_layer=2, n_embd=64, n_head=2) if quick else {}))
-    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
-    gpt2_tokenizer().save(folder)
-    return folder
+    return make_model(folder, **(dict(n_layer=2, n_embd=64, n_head=2) if quick else {}))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -161,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     dtype = resolve_precision("auto", device)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.model) if args.model else make_model(Path(tmp) / "m", args.quick)
+        folder = (
+            Path(args.model)
+            if args.model
+            else make_quick_or_full_model(Path(tmp) / "m", args.quick)
+        )
         model, tokenizer, _ = load_model(folder, device=device, dtype=dtype)
         hf = transformers.GPT2LMHeadModel.from_pretrained(folder, torch_dtype=dtype).to(device)
         hf.eval()
