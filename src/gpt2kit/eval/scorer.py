@@ -15,6 +15,10 @@ number of characters those tokens cover and by ln 2. That count starts from the 
 (for a DATA_DIR, its `val_chars`: the characters of its validation documents, end-of-text
 separators counting for none) and takes away the characters of the tokens no window scores:
 the very first token, and with --stride equal to --block-size the first token of each window.
+
+Inside a torch.distributed process group (validation during a `torchrun` training job) every
+rank must call the scorer: each scores every N-th batch of windows and the totals are summed
+over the ranks, so all of them get the single-process figures (up to float summation order).
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ def score_tokens(
     Returns `(nats, scored)`: the summed loss and the number of tokens scored (all but the
     first, see `sliding_windows`). Windows of equal length are batched `batch_size` at a time;
     the result does not depend on the batch size beyond float rounding. `stride` defaults to
-    `default_stride(block_size)`.
+    `default_stride(block_size)`. In a process group, the batches are shared out over the
+    ranks and the totals summed (see the module's docstring).
     """
     block = block_size or model.config.n_positions
     stride = stride or default_stride(block)
@@ -90,20 +95,38 @@ def score_tokens(
             batches[-1].append(w)
         else:
             batches.append([w])
+    rank, world = _rank_and_world()
+    mine = batches[rank::world]
     nats, scored = 0.0, 0
     bar = tqdm(total=len(windows), desc="eval", unit="window", disable=not progress or None)
-    for batch in batches:
+    for i in range(math.ceil(len(batches) / world)):
+        # A rank out of batches still runs one that scores nothing: under FSDP each forward
+        # gathers parameters with every other rank, so all ranks run as many.
+        batch = mine[i] if i < len(mine) else batches[0][:1]
         T = _length(batch[0])
         x = torch.stack([tokens[b:e] for b, e, _ in batch])  # (b, T)
         targets = torch.full((len(batch), T), -1, dtype=torch.long)  # -1: not scored
-        for r, (b, e, first) in enumerate(batch):
-            targets[r, first - 1 - b : e - 1 - b] = tokens[first:e]  # position t predicts t+1
+        if i < len(mine):
+            for r, (b, e, first) in enumerate(batch):
+                targets[r, first - 1 - b : e - 1 - b] = tokens[first:e]  # t predicts t+1
+            scored += sum(e - first for _, e, first in batch)
+            bar.update(len(batch))
         loss = model(x.to(dev), targets.to(dev), reduction="sum")
         nats += float(loss)
-        scored += sum(e - first for _, e, first in batch)
-        bar.update(len(batch))
     bar.close()
+    if world > 1:
+        totals = torch.tensor([nats, scored], dtype=torch.float64, device=dev)
+        torch.distributed.all_reduce(totals)
+        nats, scored = float(totals[0]), int(totals[1])
     return nats, scored
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes of its process group ((0, 1) alone)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _length(window: tuple[int, int, int]) -> int:
