@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import re
+import time
+from pathlib import Path
 
 import torch
 
@@ -55,7 +59,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is bf16 on GPUs that support it, fp16 on other GPUs, fp32 on the CPU."""
+    """`auto` is bf16 on GPUs that support it, fp16 on other GPUs, fp32 on the CPU (where
+    commands that know the model's width then ask `auto_cpu_precision` whether bf16 pays)."""
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -90,3 +95,128 @@ def free_memory(device: torch.device) -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# CPU precision, chosen by measurement
+#
+# Whether bf16 pays on a CPU depends on the chip: with AVX512-BF16 or AMX a bf16 matmul runs
+# several times faster than fp32; without them PyTorch emulates it and GPT-2 training under bf16
+# autocast runs 2.6x slower than fp32. So `--precision auto` on the CPU times one transformer
+# block of the model's width in both precisions, once per machine, and keeps the faster.
+
+CPU_BF16_MIN_SPEEDUP = 1.15  # below this, fp32's exactness is worth more than the time
+CPU_MEASURE_MIN_WIDTH = 256  # narrower models: per-op overhead dominates and fp32 always wins
+_CACHE_FILE = "cpu-precision.json"
+
+
+def cache_dir() -> Path:
+    """gpt2kit's per-user cache folder: $GPT2KIT_CACHE, else $XDG_CACHE_HOME/gpt2kit, else
+    ~/.cache/gpt2kit (created on first write, not here)."""
+    if os.environ.get("GPT2KIT_CACHE"):
+        return Path(os.environ["GPT2KIT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "gpt2kit"
+
+
+def _cpu_identity() -> str:
+    """What a CPU precision measurement depends on: the chip, its bf16 features, the threads
+    PyTorch uses and PyTorch's version."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and ":" in line:
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    features = ",".join(sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f"}))
+    return f"{model} [{features}] threads={torch.get_num_threads()} torch={torch.__version__}"
+
+
+def _block_seconds(width: int, task: str, repeats: int = 3) -> tuple[float, float]:
+    """Best-of-`repeats` seconds (fp32, bf16) for one GPT-2 block of `width`: a forward and
+    backward of 4 x 128 tokens under autocast for "train", eight one-token forwards with
+    weights in the dtype for "decode" (decoding at batch 1 reads every weight once per token).
+    The two precisions alternate, so a busy machine slows both alike."""
+    from gpt2kit.model import GPT2Config
+    from gpt2kit.model.gpt2 import Block
+
+    config = GPT2Config(
+        n_embd=width, n_head=max(1, width // 64), n_layer=1, vocab_size=8,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    runs = []
+    for dtype in (torch.float32, torch.bfloat16):
+        block = Block(config, 0)
+        if task == "decode":
+            block = block.to(dtype).eval()
+            x = torch.randn(1, 1, width).to(dtype)
+        else:
+            x = torch.randn(4, 128, width, requires_grad=True)
+        runs.append(_block_run(block, x, task, dtype))
+    best = [float("inf"), float("inf")]
+    for round_ in range(repeats + 1):  # round 0 warms up: allocations, oneDNN's kernels
+        for i, run in enumerate(runs):
+            t0 = time.perf_counter()
+            run()
+            if round_:
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0], best[1]
+
+
+def _block_run(block: torch.nn.Module, x: torch.Tensor, task: str, dtype: torch.dtype):
+    """One timed unit of `task` on `block` (see `_block_seconds`)."""
+
+    def decode() -> None:
+        with torch.no_grad():
+            for _ in range(8):
+                block(x, None, False, None)
+
+    def train() -> None:
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            y = block(x, None, True, None)
+        y.float().sum().backward()
+
+    return decode if task == "decode" else train
+
+
+def cpu_bf16_speedup(task: str, width: int) -> float:
+    """How many times faster bf16 runs than fp32 on this CPU for `task` ("train": autocast
+    forward + backward; "decode": bf16 weights, one token) at model width `width`, measured once
+    per machine and cached in `cache_dir()`."""
+    key = f"{_cpu_identity()} task={task} width={width}"
+    path = cache_dir() / _CACHE_FILE
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if not isinstance(cached, dict):
+        cached = {}
+    if isinstance(cached.get(key), (int, float)):
+        return float(cached[key])
+    fp32, bf16 = _block_seconds(width, task)
+    speedup = round(fp32 / bf16, 3)
+    cached[key] = speedup
+    try:
+        from gpt2kit.fsutil import write_text_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(cached, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass  # a read-only home: measure again next time
+    return speedup
+
+
+def auto_cpu_precision(task: str, width: int) -> torch.dtype:
+    """What `--precision auto` means on the CPU for a model of width `width`: bf16 when this
+    machine runs it at least `CPU_BF16_MIN_SPEEDUP` times faster than fp32 (measured, cached),
+    else fp32. Models narrower than `CPU_MEASURE_MIN_WIDTH` are fp32 without measuring."""
+    if width < CPU_MEASURE_MIN_WIDTH:
+        return torch.float32
+    speedup = cpu_bf16_speedup(task, width)
+    return torch.bfloat16 if speedup >= CPU_BF16_MIN_SPEEDUP else torch.float32

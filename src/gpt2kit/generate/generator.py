@@ -26,7 +26,7 @@ from gpt2kit.generate.output import SampleOutput
 from gpt2kit.generate.params import GenerationParams
 from gpt2kit.generate.processors import new_seed, sample_seed
 from gpt2kit.model import GPT2
-from gpt2kit.runtime import free_memory, resolve_device, resolve_precision
+from gpt2kit.runtime import auto_cpu_precision, free_memory, resolve_device, resolve_precision
 from gpt2kit.tokenizer import Tokenizer
 
 QUANTIZE = ("none", "int8")
@@ -102,6 +102,8 @@ class Generator:
     ) -> Generator:
         """Load MODEL (folder, hub id or run folder) onto `device` in `precision`.
 
+        `precision="auto"` on the CPU keeps fp32 unless this machine decodes a model of this
+        width faster in bf16 (measured once per machine: `runtime.auto_cpu_precision`).
         `quantize="int8"` (CPU only) stores the linear layers' weights in int8; see
         `quantize_int8`.
         """
@@ -113,6 +115,8 @@ class Generator:
             )
         dtype = torch.float32 if quantize == "int8" else resolve_precision(precision, dev)
         model, tokenizer, folder = load_model(spec, device=dev, dtype=dtype)
+        if precision == "auto" and dev.type == "cpu" and quantize == "none":
+            model = model.to(auto_cpu_precision("decode", model.config.n_embd))
         if quantize == "int8":
             model = quantize_int8(model)
         generator = cls(model, tokenizer, folder, cuda_graph=cuda_graph)
