@@ -3,7 +3,9 @@
 A folder holds `config.json`, `model.safetensors` (or a legacy `pytorch_model.bin`, read with
 `weights_only=True`), `generation_config.json` and the tokenizer files. Hugging Face stores the
 attention and MLP matrices as `Conv1D` weights of shape (in, out); our `nn.Linear` wants
-(out, in), so those four matrices per block are transposed on the way in and out.
+(out, in), so those four matrices per block are transposed on the way in and out. A MODEL may
+also be a LoRA adapter folder (`gpt2kit.formats.peft`): it loads as its base with the adapter
+merged in.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from safetensors.torch import load_file, save_file
 
 from gpt2kit import runs
 from gpt2kit.errors import UserError
+from gpt2kit.formats.peft import ADAPTER_CONFIG, is_adapter_folder, load_adapter, save_adapter
 from gpt2kit.model import GPT2, GPT2Config
+from gpt2kit.model.lora import lora_spec
 from gpt2kit.tokenizer import Tokenizer, gpt2_tokenizer, load_tokenizer
 
 # Conv1D weights in Hugging Face's GPT-2 (stored transposed relative to nn.Linear).
@@ -37,13 +41,14 @@ _HUB_FILES = [
 
 
 def resolve_model(spec: str | Path) -> Path:
-    """Turn a MODEL argument into a local Hugging Face-format folder.
+    """Turn a MODEL argument into a local Hugging Face-format folder (or LoRA adapter folder).
 
-    `spec` is a Hugging Face-format folder, a run folder from `gpt2kit train` (its `best/`, else
-    `final/`), or a hub id such as `gpt2` or `openai-community/gpt2-medium`, downloaded (or
-    found in the local cache) with `huggingface_hub`. A path that does not exist (one starting
-    with `.`, `/` or `~`, with two slashes or more, or under an existing folder) is refused
-    without asking the hub, naming the closest existing folders.
+    `spec` is a Hugging Face-format folder, a PEFT LoRA adapter folder (`adapter_config.json`,
+    see `gpt2kit.formats.peft`), a run folder from `gpt2kit train` (its `best/`, else `final/`:
+    model or adapter folders), or a hub id such as `gpt2` or `openai-community/gpt2-medium`,
+    downloaded (or found in the local cache) with `huggingface_hub`. A path that does not exist
+    (one starting with `.`, `/` or `~`, with two slashes or more, or under an existing folder)
+    is refused without asking the hub, naming the closest existing folders.
     """
     text = str(spec)
     path = Path(text).expanduser()
@@ -52,15 +57,15 @@ def resolve_model(spec: str | Path) -> Path:
             raise UserError(
                 f"{path} is a file; MODEL must be a model folder, a run folder or a hub id."
             )
-        if (path / "config.json").is_file():
+        if _is_model_folder(path):
             return path
         for model in runs.RunDir(path).models():
-            if (model / "config.json").is_file():
+            if _is_model_folder(model):
                 return model
         raise UserError(
-            f"{path} is not a model folder: it has no config.json (nor a {runs.BEST}/ or "
-            f"{runs.FINAL}/ model from `gpt2kit train`). Point MODEL at a folder made by "
-            "save_pretrained or gpt2kit."
+            f"{path} is not a model folder: it has no config.json or {ADAPTER_CONFIG} (nor a "
+            f"{runs.BEST}/ or {runs.FINAL}/ model from `gpt2kit train`). Point MODEL at a folder "
+            "made by save_pretrained or gpt2kit."
         )
     # A hub id is NAME or OWNER/NAME; anything else, or an OWNER that is a local folder, is a
     # path the user mistyped, and asking the hub for it would only be a wasted network call.
@@ -92,6 +97,11 @@ def resolve_model(spec: str | Path) -> Path:
             "folder or run folder, go online (without HF_HUB_OFFLINE) to download a hub model, "
             "or train from scratch with --init scratch."
         ) from None
+
+
+def _is_model_folder(path: Path) -> bool:
+    """Whether `path` holds a model: a Hugging Face folder, or a LoRA adapter for one."""
+    return (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file()
 
 
 def _did_you_mean(text: str) -> str:
@@ -177,12 +187,18 @@ def load_model(
     spec: str | Path,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    merge: bool = True,
 ) -> tuple[GPT2, Tokenizer, Path]:
     """Load a model and its tokenizer from a MODEL argument (see `resolve_model`).
 
-    Returns `(model, tokenizer, folder)`, the model in eval mode on `device` in `dtype`.
+    Returns `(model, tokenizer, folder)`, the model in eval mode on `device` in `dtype`. An
+    adapter folder loads its base model (checked against the recorded SHA-256) and the base's
+    tokenizer, with the adapter merged into the weights, or, without `merge`, kept as
+    trainable LoRA layers (see `gpt2kit.formats.peft.load_adapter`).
     """
     folder = resolve_model(spec)
+    if is_adapter_folder(folder):
+        return load_adapter(folder, device=device, dtype=dtype, merge=merge)
     try:
         config_dict = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -267,8 +283,12 @@ def save_model(
 
     The folder loads with `transformers.AutoModelForCausalLM.from_pretrained` and in
     `transformers.pipeline("text-generation")`. `generation` adds defaults to
-    `generation_config.json` (for example `{"max_new_tokens": 100}`).
+    `generation_config.json` (for example `{"max_new_tokens": 100}`). A model with LoRA
+    adapters (`gpt2kit.model.lora`) is written as a PEFT adapter folder instead: only the
+    adapters and a reference to its base (see `gpt2kit.formats.peft.save_adapter`).
     """
+    if lora_spec(model) is not None:
+        return save_adapter(model, folder)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = model.config
