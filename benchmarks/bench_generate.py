@@ -8,8 +8,9 @@ gives an honest comparison. Tokens/s counts new tokens of all rows over the whol
 call (prompt included), as a user sees it.
 
 On the CPU both run in fp32; ours also runs with `quantize="int8"` (int8 weights, a quarter of
-the bytes to read per token), reported as `ours-int8` with the number of leading greedy tokens
-it shares with fp32 (quantization changes the logits slightly). With CUDA both run in bf16: ours with a static cache and the
+the bytes to read per token) and `precision="bf16"` (half the bytes), reported as `ours-int8`
+and `ours-bf16` with the number of leading greedy tokens each shares with fp32 (both change the
+logits slightly), and the precision `--precision auto` picks on this machine. With CUDA both run in bf16: ours with a static cache and the
 decode step in a CUDA graph, HF with its default dynamic cache and, unless --no-hf-static,
 also with `cache_implementation="static"` (which `generate` compiles).
 
@@ -90,6 +91,14 @@ def run_hf(hf, tok, prompts: list[str], new_tokens: int, static: bool) -> tuple[
     return time.perf_counter() - t, out[:, enc.input_ids.shape[1] :].tolist()
 
 
+def shared_prefix(rows: list, reference: list) -> int:
+    """The fewest leading tokens any row of `rows` shares with the same row of `reference`."""
+    return min(
+        next((i for i, (a, b) in enumerate(zip(x, y, strict=True)) if a != b), len(x))
+        for x, y in zip(rows, reference, strict=True)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="A model folder (default: a random GPT-2 124M).")
@@ -101,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         "--no-hf-static", action="store_true", help="On CUDA, skip HF's static-cache run."
     )
     parser.add_argument("--no-int8", action="store_true", help="On the CPU, skip the int8 run.")
+    parser.add_argument("--no-bf16", action="store_true", help="On the CPU, skip the bf16 run.")
+    parser.add_argument(
+        "--n-layer", type=int, default=12, help="Layers of the random model (default 12)."
+    )
+    parser.add_argument(
+        "--n-embd", type=int, default=768, help="Width of the random model (default 768)."
+    )
     parser.add_argument("--json", help="Also write the results to this JSON file.")
     args = parser.parse_args(argv)
 
@@ -111,13 +127,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.model) if args.model else make_model(Path(tmp) / "gpt2-random")
+        folder = Path(args.model) if args.model else make_model(
+            Path(tmp) / "gpt2-random",
+            n_layer=args.n_layer, n_embd=args.n_embd, n_head=max(1, args.n_embd // 64),
+        )  # fmt: skip
         gen = Generator.from_pretrained(
             folder, device=device.type, precision="bf16" if dtype == torch.bfloat16 else "fp32"
         )
         gen8 = None
         if device.type == "cpu" and not args.no_int8:
             gen8 = Generator.from_pretrained(folder, device="cpu", quantize="int8")
+        gen16 = None
+        if device.type == "cpu" and not args.no_bf16:
+            gen16 = Generator.from_pretrained(folder, device="cpu", precision="bf16")
+            auto = Generator.from_pretrained(folder, device="cpu", precision="auto").dtype
+            print(f"--precision auto decodes this model in {str(auto).removeprefix('torch.')} here")
         hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         hf = hf.to(device).eval()
         tok = transformers.AutoTokenizer.from_pretrained(folder)
@@ -134,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     contenders["hf"] = lambda p: run_hf(hf, tok, p, args.new_tokens, static=False)
     if gen8 is not None:
         contenders["ours-int8"] = lambda p: run_ours(gen8, p, args.new_tokens)
+    if gen16 is not None:
+        contenders["ours-bf16"] = lambda p: run_ours(gen16, p, args.new_tokens)
     if device.type == "cuda" and not args.no_hf_static:
         contenders["hf-static"] = lambda p: run_hf(hf, tok, p, args.new_tokens, static=True)
 
@@ -153,12 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         row = {"batch": batch, **{f"{k}_tok_s": round(v, 1) for k, v in rates.items()}}
         row["ratio"] = round(rates["ours"] / rates["hf"], 2)
         row["same_tokens_as_hf"] = same
-        if "ours-int8" in rates:
-            row["int8_ratio"] = round(rates["ours-int8"] / rates["hf"], 2)
-            row["int8_tokens_shared_with_fp32"] = min(
-                next((i for i, (a, b) in enumerate(zip(x, y, strict=True)) if a != b), len(x))
-                for x, y in zip(tokens["ours-int8"], tokens["ours"], strict=True)
-            )
+        for kind in ("int8", "bf16"):
+            if f"ours-{kind}" in rates:
+                row[f"{kind}_ratio"] = round(rates[f"ours-{kind}"] / rates["hf"], 2)
+                row[f"{kind}_tokens_shared_with_fp32"] = shared_prefix(
+                    tokens[f"ours-{kind}"], tokens["ours"]
+                )
         results.append(row)
         extra = "".join(
             f"  {k} {v:8.1f} tok/s" for k, v in rates.items() if k not in ("ours", "hf")
@@ -169,11 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             f"({1e3 * best['ours'] / args.new_tokens:.1f} vs "
             f"{1e3 * best['hf'] / args.new_tokens:.1f} ms/step; same tokens: {same})"
         )
-        if "int8_ratio" in row:
-            print(
-                f"           int8: {row['int8_ratio']:.2f}x HF; the first "
-                f"{row['int8_tokens_shared_with_fp32']} greedy tokens of every row equal fp32's"
-            )
+        for kind in ("int8", "bf16"):
+            if f"{kind}_ratio" in row:
+                print(
+                    f"           {kind}: {row[f'{kind}_ratio']:.2f}x HF; the first "
+                    f"{row[f'{kind}_tokens_shared_with_fp32']} greedy tokens of every row "
+                    "equal fp32's"
+                )
     if args.json:
         Path(args.json).write_text(json.dumps({"device": where, "results": results}, indent=2))
     return 0
