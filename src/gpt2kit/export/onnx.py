@@ -141,12 +141,14 @@ def _export_copy(model: GPT2, dtype: torch.dtype) -> GPT2:
 def _export(model: GPT2) -> torch.onnx.ONNXProgram:
     """Trace `DecoderWithPast(model)` with torch.export and translate it to ONNX.
 
-    Zero-length past: torch.export specializes any dimension whose example size is 0 or 1 to
-    that constant, so the example inputs use sizes of 2 and more everywhere (batch 2, 3 new
-    tokens, 4 past ones) and every dimension is declared dynamic. The graph then holds no
-    guard on the past length, and a past of 0 (the first step) runs as a concatenation with an
-    empty tensor, which ONNX Runtime handles; the tests run it. The mask length (P + T) is
-    marked `Dim.AUTO`, so torch.export infers its relation to P and T instead of being told.
+    Zero-length past (the first step, as Optimum runs it): torch.export specializes a
+    dimension whose example size is 0 or 1 to that constant, so an empty example past would
+    give a graph for the first step only. The example inputs therefore use sizes of 2 and
+    more (batch 2, 3 new tokens, 4 past ones) and the past length is declared `Dim(min=0)`;
+    the graph keeps no guard on it, and a past of 0 runs as a concatenation with an empty
+    tensor, which ONNX Runtime handles (the tests run it, at other batch sizes and lengths).
+    The mask's length (P + T) is a dimension of its own to torch.export (a sum of two dims
+    cannot be declared), renamed in the ONNX graph to the name Optimum's export gives it.
     """
     config = model.config
     B, T, P = 2, 3, 4
@@ -166,11 +168,11 @@ def _export(model: GPT2) -> torch.onnx.ONNXProgram:
     batch = torch.export.Dim("batch_size")
     seq = torch.export.Dim("sequence_length")
     past_len = torch.export.Dim("past_sequence_length", min=0)
-    auto = torch.export.Dim.AUTO
+    total = torch.export.Dim("total_sequence_length")
     kv = {0: batch, 2: past_len}
     dynamic_shapes = {
         "input_ids": {0: batch, 1: seq},
-        "attention_mask": {0: batch, 1: auto},
+        "attention_mask": {0: batch, 1: total},
         "position_ids": {0: batch, 1: seq},
         "past": [(kv, kv)] * config.n_layer,
     }
@@ -185,7 +187,6 @@ def _export(model: GPT2) -> torch.onnx.ONNXProgram:
             dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
-    # The mask's length got a symbol of its own (s53); give it the name Optimum's export uses.
     program.model.graph.inputs[1].shape[1] = "past_sequence_length + sequence_length"
     return program
 
