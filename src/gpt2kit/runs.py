@@ -11,6 +11,7 @@
       tensorboard/           the same metrics for TensorBoard (when it is installed)
       loss.png               train and validation loss curves (when matplotlib is installed)
       summary.json           what the run produced and measured
+      report.html            the run report: one self-contained page (`gpt2kit report`)
 
 Every other module asks this one for these names; a run folder is also a MODEL argument (its
 `best/`, else its `final/` model).
@@ -31,6 +32,7 @@ METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 LOSS_PLOT = "loss.png"
 SUMMARY = "summary.json"
+REPORT = "report.html"
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,20 @@ class RunDir:
     def summary(self) -> Path:
         return self.path / SUMMARY
 
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT
+
     def models(self) -> tuple[Path, Path]:
         """The model folders a run offers as a MODEL argument, the preferred one first:
         `best/`, then `final/`."""
         return self.best, self.final
 
     def results(self) -> tuple[Path, ...]:
-        """What a finished attempt leaves besides checkpoints and metrics (its models, summary
-        and plot): a fresh start removes them, so nothing of an earlier attempt looks current."""
-        return self.best, self.final, self.summary, self.loss_plot
+        """What a finished attempt leaves besides checkpoints and metrics (its models, summary,
+        plot and report): a fresh start removes them, so nothing of an earlier attempt looks
+        current."""
+        return self.best, self.final, self.summary, self.loss_plot, self.report
 
     def is_run_folder(self) -> bool:
         """Whether this folder was written by `gpt2kit train` (what `--overwrite` may delete):

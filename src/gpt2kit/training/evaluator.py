@@ -1,5 +1,7 @@
 """Validation during training, on its cadence: the scorer of `gpt2kit eval`, a few samples, the
-best validation loss so far and early stopping."""
+best validation loss so far and early stopping; and, before the first step of a fresh
+fine-tuning run, the starting model's figures and samples (what the run report sets beside the
+tuned model's)."""
 
 from __future__ import annotations
 
@@ -48,7 +50,8 @@ class Evaluator:
         self.window = min(block_size, max(2, len(val_tokens)))  # the training block size
         self.options, self.seed, self.state = options, seed, state
         self.metrics, self.say = metrics, say
-        self.history: list[Record] = []
+        self.history: list[Record] = []  # the evaluations of trained weights, this invocation
+        self.base: Record | None = None  # the starting model's evaluation (`run_base`)
 
     @property
     def last(self) -> Record | None:
@@ -67,9 +70,23 @@ class Evaluator:
         record = self.run(step)
         return self.state.note_evaluation(step, record["val_loss"], record["val_bpc"])
 
-    def run(self, step: int) -> Record:
+    def run_base(self, init: str) -> Record | None:
+        """Evaluate the starting model of a fresh fine-tuning run (`init` is not `scratch`, no
+        step taken yet: not on resume), so that the report can show what training bought.
+
+        The record is an `eval` at step 0 marked `"base": true`, with the samples of the same
+        prompts and seed as every later evaluation. It is not a candidate for the best model
+        (nothing is exported to `best/`), and early stopping's patience does not count it.
+        Returns the record, or None when there is no starting model to evaluate."""
+        if init == "scratch" or self.state.step > 0:
+            return None
+        self.base = self.run(0, base=True)
+        return self.base
+
+    def run(self, step: int, base: bool = False) -> Record:
         """Evaluate now: the record (loss, perplexity, bits per character, samples), which is
-        also written to the metrics and said."""
+        also written to the metrics and said; `base`: the starting model's (see `run_base`),
+        kept out of `history`."""
         self.model.eval()
         with self.autocast:
             scores = evaluate_ids(
@@ -92,13 +109,17 @@ class Evaluator:
             "val_tokens": scores["tokens"],
             "val_stride": self.window,
         }
+        if base:
+            record["base"] = True
         if self.options.samples:
-            record["samples"] = self._samples()
+            record["sample_prompts"], record["samples"] = self._samples()
+            record["sample_seed"] = self.seed
         self.model.train()
         self.metrics.write(record)
-        self.history.append(record)
+        if not base:
+            self.history.append(record)
         self.say(
-            f"step {step}: val loss {record['val_loss']:.4f}, ppl {record['val_ppl']:.2f}, bpc {record['val_bpc']:.3f}"
+            f"{'starting model' if base else f'step {step}'}: val loss {record['val_loss']:.4f}, ppl {record['val_ppl']:.2f}, bpc {record['val_bpc']:.3f}"
         )
         return record
 
@@ -108,8 +129,10 @@ class Evaluator:
         return patience is not None and self.state.bad_evals >= patience
 
     @torch.no_grad()
-    def _samples(self) -> list[str]:
-        """A few short samples from fixed prompts: the start of a text, and the first val tokens."""
+    def _samples(self) -> tuple[list[str], list[str]]:
+        """A few short samples from fixed prompts (the start of a text, and the first val
+        tokens) and the same seed at every evaluation: the prompts' texts and the samples'
+        (each prompt included)."""
         from gpt2kit.generate import Generator
 
         gen = Generator(self.model, self.tokenizer, cuda_graph=False)
@@ -125,11 +148,16 @@ class Evaluator:
             temperature=0.8,
             seed=self.seed,
         )
-        return [
+        texts = [
             self.tokenizer.decode(p + ids) for p, (ids, _) in zip(prompts, results, strict=True)
         ]
+        return [self.tokenizer.decode(p) for p in prompts], texts
+
+
+SAMPLE_KEYS = ("samples", "sample_prompts", "sample_seed")
 
 
 def without_samples(record: Record | None) -> dict[str, Any] | None:
-    """`record` without its `samples` (what the summary keeps of an evaluation)."""
-    return {k: v for k, v in record.items() if k != "samples"} if record else None
+    """`record` without its samples, their prompts and seed (what the summary keeps of an
+    evaluation)."""
+    return {k: v for k, v in record.items() if k not in SAMPLE_KEYS} if record else None

@@ -1,14 +1,17 @@
 """Where training's measurements go: metric sinks behind one small interface.
 
-A record is a flat dict with a `type` (`train`, `eval`, `skipped`) and a `step`. `Metrics`
-hands each record to every sink of `SINKS` that could open: the `metrics.jsonl` log, TensorBoard
-(when installed) and the `loss.png` plot (when matplotlib is installed). A new sink (an HTML
-report, say) is one class with `open`, `write` and `close`, named in `SINKS`.
+A record is a flat dict with a `type` (`train`, `eval`, `skipped`) and a `step`; the starting
+model of a fine-tuning run is evaluated before the first step, an `eval` at step 0 with
+`"base": true`. `Metrics` hands each record to every sink of `SINKS` that could open: the
+`metrics.jsonl` log, TensorBoard (when installed), the `loss.png` plot (when matplotlib is
+installed) and the HTML run report. A new sink is one class with `open`, `write` and `close`,
+named in `SINKS`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,13 +53,14 @@ def read_metrics(path: Path) -> list[Record]:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after `step` (work that the resumed run will redo)."""
+    """Drop metric lines logged after `step` (work that the resumed run will redo); a fresh
+    start (`step` 0) drops every line, the starting model's evaluation at step 0 included."""
     if not path.is_file():
         return
     kept = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            if json.loads(line).get("step", 0) <= step:
+            if step > 0 and json.loads(line).get("step", 0) <= step:
                 kept.append(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a crash
@@ -97,7 +101,7 @@ class TensorBoardSink:
 
     def write(self, record: Record) -> None:
         for k, v in record.items():
-            if isinstance(v, (int, float)) and k not in ("step",):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
                 self.writer.add_scalar(f"{record['type']}/{k}", v, record["step"])
 
     def close(self, finished: bool) -> None:
@@ -156,8 +160,32 @@ def plot_losses(train: list[tuple[int, float]], val: list[tuple[int, float]], ta
     return target
 
 
-# The sinks every run writes to, each when it can open.
-SINKS: tuple[type[MetricSink], ...] = (JsonlSink, TensorBoardSink, LossPlotSink)
+class ReportSink:
+    """`report.html`: the run report (`gpt2kit.report`), rendered from the run folder when the
+    run ends, whichever way it ends; a report that cannot be rendered is a warning, never a
+    failed run."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+
+    @classmethod
+    def open(cls, run: RunDir) -> ReportSink:
+        return cls(run)
+
+    def write(self, record: Record) -> None:
+        pass  # the report reads the whole run (earlier invocations too) from the folder
+
+    def close(self, finished: bool) -> None:
+        try:
+            from gpt2kit.report import write_run_report
+
+            write_run_report(self.run.path, crashed=not finished)
+        except Exception as e:  # the run's own results matter more than its report
+            print(f"Warning: could not write {self.run.report}: {e!r}", file=sys.stderr)
+
+
+# The sinks every run writes to, each when it can open (the report last: it reads the others).
+SINKS: tuple[type[MetricSink], ...] = (JsonlSink, TensorBoardSink, LossPlotSink, ReportSink)
 
 
 class Metrics:
