@@ -123,25 +123,31 @@ def save_checkpoint(
     step: int,
     model: GPT2,
     tokenizer: Tokenizer,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | dict,
     scaler_state: dict | None,
     state: TrainState,
+    rank_rngs: list[dict] | None = None,
 ) -> Checkpoint:
     """Write a complete checkpoint for `step` and return it.
 
     `state` is the trainer's position (step, epoch, cursor, best loss, ...); RNG states are
-    captured here, at the moment of saving.
+    captured here, at the moment of saving. A distributed run passes the optimizer's state
+    gathered in the single-process format, and every rank's RNG state (`rank_rngs`).
     """
     target = RunDir(Path(run_dir)).checkpoints / f"step-{step:06d}"
     if (target / MARKER).is_file():
         return Checkpoint(target, step)  # this step is already safely on disk
     with atomic_directory(target) as tmp:
         save_model(model, tokenizer, tmp)
-        _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        optimizer_state = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
+        _torch_save(optimizer_state, tmp / "optimizer.pt")
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-        _torch_save({"rng": rng, "scaler": scaler_state}, tmp / "rng_scaler.pt")
+        saved = {"rng": rng, "scaler": scaler_state}
+        if rank_rngs is not None:
+            saved["ranks"] = rank_rngs
+        _torch_save(saved, tmp / "rng_scaler.pt")
         (tmp / _STATE).write_text(json.dumps(state.to_json(), indent=2) + "\n")
     _write_marker(target)
     return Checkpoint(target, step)
@@ -177,7 +183,7 @@ def read_state(ckpt: Checkpoint) -> TrainState:
 def load_checkpoint(ckpt: Checkpoint, device: torch.device) -> LoadedCheckpoint:
     """Read a checkpoint: model and tokenizer, optimizer state, RNG and grad-scaler state, and
     the trainer's `TrainState`."""
-    model, tokenizer, _ = load_model(ckpt.path, device=device)
+    model, tokenizer, _ = load_model(ckpt.path, device=device, merge=False)  # LoRA: adapters
     optimizer_state = torch.load(ckpt.path / "optimizer.pt", map_location=device, weights_only=True)
     rng_scaler = torch.load(ckpt.path / "rng_scaler.pt", map_location="cpu", weights_only=True)
     return LoadedCheckpoint(model, tokenizer, optimizer_state, rng_scaler, read_state(ckpt))
@@ -256,7 +262,9 @@ class Checkpointer:
     `maybe_save(step)` writes one every `every` steps (and when `final`); `save(step)` writes
     one now (on a new best, a signal, a stop). After each, retention keeps the newest
     `keep_last` and the best step's. `snapshot()` gives the `TrainState` to save, the data
-    position and the time trained included.
+    position and the time trained included. In a distributed run, `gather()` (which every
+    rank calls) gives rank 0 the whole model, the optimizer state and every rank's RNG state,
+    and the other ranks None: only rank 0 writes.
     """
 
     def __init__(
@@ -269,17 +277,24 @@ class Checkpointer:
         snapshot: Callable[[], TrainState],
         every: int,
         keep_last: int,
+        gather: Callable[[], tuple[GPT2, dict, list[dict]] | None] | None = None,
     ) -> None:
         self.run, self.model, self.tokenizer = run, model, tokenizer
         self.optimizer, self.scaler, self.snapshot = optimizer, scaler, snapshot
-        self.every, self.keep_last = every, keep_last
+        self.every, self.keep_last, self.gather = every, keep_last, gather
 
     def save(self, step: int) -> Checkpoint:
         """Write the checkpoint of `step` (unless it is on disk already), then apply retention."""
         state = self.snapshot()
         scaler_state = self.scaler.state_dict() if self.scaler else None
+        model, optimizer, rank_rngs = self.model, self.optimizer, None
+        if self.gather is not None:
+            parts = self.gather()
+            if parts is None:  # not rank 0: it writes
+                return Checkpoint(self.run.checkpoints / f"step-{step:06d}", step)
+            model, optimizer, rank_rngs = parts
         ckpt = save_checkpoint(
-            self.run.path, step, self.model, self.tokenizer, self.optimizer, scaler_state, state
+            self.run.path, step, model, self.tokenizer, optimizer, scaler_state, state, rank_rngs
         )
         keep = {state.best_step} if state.best_step is not None else set()
         prune_checkpoints(self.run.path, self.keep_last, keep)

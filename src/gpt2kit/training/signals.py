@@ -13,11 +13,15 @@ class StopSignals:
     """Turn SIGINT/SIGTERM into a request to stop at the next step boundary.
 
     Used as a context manager around the loop (the previous handlers come back on exit).
-    `received` is the signal number once one arrived. A second SIGINT exits at once (status
-    130, without a checkpoint), for when the user really means it.
+    `arrived` is the signal number as soon as one arrived; `received` is what the loop acts
+    on, settled from `arrived` at a step boundary (by `distributed.Parallel.agree_stop`, over
+    all ranks of a distributed run, so that a signal landing between two checks of one step
+    cannot stop one rank and not another). A second SIGINT exits at once (status 130, without
+    a checkpoint), for when the user really means it.
     """
 
     def __init__(self) -> None:
+        self.arrived: int | None = None
         self.received: int | None = None
         self._old: dict[int, Any] = {}
 
@@ -32,10 +36,10 @@ class StopSignals:
         return 128 + (self.received or 0)
 
     def _handler(self, signum: int, _frame: Any) -> None:
-        if self.received is not None and signum == signal.SIGINT:
+        if self.arrived is not None and signum == signal.SIGINT:
             sys.stderr.write("\nSecond interrupt: exiting now without a checkpoint.\n")
             os._exit(130)
-        self.received = signum
+        self.arrived = signum
         sys.stderr.write(
             f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
             "(press Ctrl-C again to exit at once).\n"
