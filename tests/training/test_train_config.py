@@ -118,11 +118,13 @@ def test_options_live_in_groups_and_keep_their_flat_names():
     reading = list(to_dict(TrainConfig().reading))
     assert list(to_dict(TrainConfig())) == [
         "sources", "out", "init", "preset", "n_layer", "n_head", "n_embd", "n_positions",
-        "dropout", "tokenizer", "val", "val_fraction", *reading, "block_size", "batch_size",
+        "dropout", "tokenizer", "val", "val_fraction", *reading, "lora_r", "lora_alpha",
+        "lora_dropout", "lora_targets", "lora_bias", "block_size", "batch_size",
         "grad_accum", "tokens_per_step", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
         "beta1", "beta2", "grad_clip", "max_steps", "epochs", "max_time", "eval_every",
         "eval_tokens", "patience", "samples", "sample_tokens", "save_every", "keep_last",
-        "log_every", "seed", "device", "precision", "compile", "resume", "overwrite", "progress",
+        "log_every", "seed", "device", "precision", "compile", "parallel", "nproc", "resume",
+            "overwrite", "progress",
     ]  # fmt: skip
     # `gpt2kit.train` is the function, whatever was imported before it
     code = "import gpt2kit.training.loop, gpt2kit; assert gpt2kit.train is gpt2kit.training.train"

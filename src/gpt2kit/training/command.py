@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from dataclasses import replace
+
+import yaml
+
+from gpt2kit.config import to_dict
 from gpt2kit.training.config import TrainConfig
+from gpt2kit.training.distributed import under_torchrun
 from gpt2kit.training.loop import train
 
 __all__ = ["TrainConfig", "run_train"]
@@ -15,5 +24,27 @@ def run_train(config: TrainConfig) -> int:
     DATA_DIR from `gpt2kit prepare`; with no SOURCE, the bundled sample corpus. Running the same
     command again resumes from the latest complete checkpoint. Exit status: 0 when done, 130/143
     when stopped by SIGINT/SIGTERM (after saving a checkpoint), 1 after repeated non-finite losses.
+    Several processes: `torchrun --nproc-per-node N -m gpt2kit train ...` (also across machines),
+    or `--nproc N` on one machine.
     """
+    if config.runtime.nproc and not under_torchrun():
+        relaunch_under_torchrun(config, config.runtime.nproc)  # does not return
     return train(config).exit_code
+
+
+def relaunch_under_torchrun(config: TrainConfig, nproc: int) -> None:
+    """Replace this process with `torchrun --standalone --nproc-per-node NPROC -m gpt2kit train`
+    of the same options (passed as a YAML config file), so that signals to this process reach
+    torchrun, and through it every rank."""
+    single = replace(config, runtime=replace(config.runtime, nproc=None))
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="gpt2kit-train-", suffix=".yaml", delete=False
+    ) as f:
+        yaml.safe_dump(to_dict(single), f, sort_keys=False)
+    argv = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        "--nproc-per-node", str(nproc), "-m", "gpt2kit", "train", "--config", f.name,
+    ]  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)

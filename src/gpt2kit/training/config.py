@@ -10,18 +10,20 @@ Each group reports its own problems; `TrainConfig` adds those that involve sever
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from gpt2kit.config import flat_names, group, option
 from gpt2kit.data.options import DEFAULT_VAL_FRACTION, VAL_FRACTION_HELP, ReadOptions
 from gpt2kit.errors import raise_if_problems
 from gpt2kit.model import PRESETS
+from gpt2kit.model.lora import LORA_TARGETS, LoraSpec
 from gpt2kit.runtime import device_problem, precision_problem
 from gpt2kit.tokenizer import trained_spec_problem
 
 # Peak learning rates when --lr is not given: from scratch for a 128-wide model (scaled down as
-# 1 / width for wider ones, as in muP), and for fine-tuning a pretrained GPT-2.
-SCRATCH_LR, FINETUNE_LR = 5e-3, 5e-5
+# 1 / width for wider ones, as in muP), for fine-tuning a pretrained GPT-2, and for its LoRA
+# adapters (which start at zero and need larger steps; see README "LoRA").
+SCRATCH_LR, FINETUNE_LR, LORA_LR = 5e-3, 5e-5, 2e-4
 
 
 def _flag(name: str) -> str:
@@ -83,6 +85,56 @@ class ModelOptions:
 
 
 @dataclass
+class LoraOptions:
+    """LoRA: train small low-rank adapters beside the frozen pretrained weights."""
+
+    lora_r: int | None = option(
+        None,
+        help="Fine-tune LoRA adapters of this rank instead of every weight: the base model stays frozen, the optimizer and checkpoints hold only the adapters, and best/ and final/ are PEFT adapter folders (a MODEL for generate, eval, serve and export).",
+    )
+    lora_alpha: float = option(
+        16.0, help="The adapters' update is scaled by alpha / r (x2 at --lora-r 8)."
+    )
+    lora_dropout: float = option(
+        0.0, help="Dropout on the adapters' input (the model's own dropout applies as well)."
+    )
+    lora_targets: str = option(
+        "c_attn,c_proj,c_fc",
+        help=f"Comma-separated layers to adapt in every block: {', '.join(LORA_TARGETS)} (c_proj is the attention's and the MLP's).",
+    )
+    lora_bias: Literal["none", "all"] = option(
+        "none",
+        help="none: biases stay frozen; all: every bias trains too and is saved with the adapters.",
+    )
+
+    @property
+    def spec(self) -> LoraSpec | None:
+        """The adapters to add (`gpt2kit.model.lora`), or None without --lora-r."""
+        if self.lora_r is None:
+            return None
+        return LoraSpec(
+            self.lora_r, self.lora_alpha, self.lora_dropout, self.targets, self.lora_bias
+        )
+
+    @property
+    def targets(self) -> list[str]:
+        """--lora-targets as a list."""
+        return [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+
+    def problems(self) -> list[str]:
+        """What is wrong with these options, one message per problem (none: fine)."""
+        p = _at_least_one(self, ("lora_r",)) + _positive(self, ("lora_alpha",))
+        if not 0 <= self.lora_dropout < 1:
+            p.append(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        if unknown or not self.targets:
+            p.append(
+                f"--lora-targets: {', '.join(unknown) or 'none given'} {'is' if len(unknown) == 1 else 'are'} not a layer of GPT-2's blocks; choose from {', '.join(LORA_TARGETS)} (the tied embeddings and output head are never adapted)"
+            )
+        return p
+
+
+@dataclass
 class OptimOptions:
     """Batches, the AdamW optimizer and the learning-rate schedule."""
 
@@ -98,7 +150,7 @@ class OptimOptions:
     )
     lr: float | None = option(
         None,
-        help="Peak learning rate (default: 5e-3 x 128 / width from scratch, at most 5e-3; 5e-5 for fine-tuning).",
+        help="Peak learning rate (default: 5e-3 x 128 / width from scratch, at most 5e-3; 5e-5 for fine-tuning; 2e-4 with --lora-r).",
     )
     min_lr_ratio: float = option(0.1, help="Cosine decay floor, as a fraction of --lr.")
     warmup_steps: int | None = option(
@@ -204,12 +256,22 @@ class RuntimeOptions:
         help="auto (bf16 on GPUs that have it, else fp16 with a grad scaler; fp32 on CPU), fp32, bf16, fp16.",
     )
     compile: str = option("auto", help="torch.compile the model: auto (on CUDA only), on, off.")
+    parallel: str = option(
+        "auto",
+        help="With several processes (torchrun, --nproc): ddp (a whole replica per process), fsdp (FSDP2: weights, gradients and AdamW state sharded over the processes), or auto (ddp when a replica fits a device, else fsdp).",
+    )
+    nproc: int | None = option(
+        None,
+        help="Train on N processes of this machine (one per GPU; gloo on the CPU): runs this command under torchrun --standalone --nproc-per-node N. For several machines, start torchrun yourself.",
+    )
 
     def problems(self) -> list[str]:
         """What is wrong with these options, one message per problem (none: fine)."""
-        p = []
+        p = _at_least_one(self, ("nproc",))
         if self.compile not in ("auto", "on", "off"):
             p.append(f"--compile must be auto, on or off, got {self.compile!r}")
+        if self.parallel not in ("auto", "ddp", "fsdp"):
+            p.append(f"--parallel must be auto, ddp or fsdp, got {self.parallel!r}")
         return p + [
             q for q in (device_problem(self.device), precision_problem(self.precision)) if q
         ]
@@ -240,6 +302,7 @@ class TrainConfig:
     )
     val_fraction: float = option(DEFAULT_VAL_FRACTION, help=VAL_FRACTION_HELP)
     reading: ReadOptions = group(ReadOptions, "reading the sources")
+    lora: LoraOptions = group(LoraOptions, "LoRA adapters (fine-tuning only)")
     optim: OptimOptions = group(OptimOptions, "batches, optimizer and learning rate")
     length: LengthOptions = group(LengthOptions, "how long to train")
     evaluation: EvalOptions = group(EvalOptions, "evaluation, samples and early stopping")
@@ -267,9 +330,14 @@ class TrainConfig:
             sizes = ("n_layer", "n_head", "n_embd", "n_positions")
             if any(getattr(self.model, n) is not None for n in sizes):
                 p.append("--n-layer/--n-head/--n-embd/--n-positions only apply with --init scratch")
+        elif self.lora.lora_r is not None:
+            p.append(
+                "--lora-r adapts a pretrained model, and --init scratch has none: give --init a model (gpt2, a folder, a run) or leave --lora-r out"
+            )
         if not 0 < self.val_fraction < 1:
             p.append(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
-        for options in (self.model, self.optim, self.length, self.evaluation, self.output):
+        groups = (self.model, self.lora, self.optim, self.length, self.evaluation, self.output)
+        for options in groups:
             p += options.problems()
         p += self.runtime.problems() + self.reading.problems()
         raise_if_problems(p, "Invalid options for train:")
@@ -277,12 +345,12 @@ class TrainConfig:
     def with_defaults(self) -> TrainConfig:
         """This config with every option left unset filled in: from scratch, the recipe that
         README "Training from scratch" documents (tiny preset, --tokenizer auto, batch 8,
-        dropout 0, lr 5e-3 x 128 / width); when fine-tuning, batch 8 and lr 5e-5."""
+        dropout 0, lr 5e-3 x 128 / width); when fine-tuning, batch 8 and lr 5e-5 (2e-4 with
+        --lora-r)."""
         m, o = self.model, self.optim
         if self.init != "scratch":
-            return replace(
-                self, optim=replace(o, batch_size=o.batch_size or 8, lr=o.lr or FINETUNE_LR)
-            )
+            lr = o.lr or (FINETUNE_LR if self.lora.lora_r is None else LORA_LR)
+            return replace(self, optim=replace(o, batch_size=o.batch_size or 8, lr=lr))
         preset = m.preset or "tiny"
         width = m.n_embd or PRESETS[preset]["n_embd"]
         return replace(

@@ -15,12 +15,14 @@ import math
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from gpt2kit.errors import UserError
 from gpt2kit.training.checkpoint import Checkpointer, TrainState, export_model
 from gpt2kit.training.config import TrainConfig
+from gpt2kit.training.distributed import launched
 from gpt2kit.training.evaluator import Evaluator, without_samples
 from gpt2kit.training.metrics import Metrics
 from gpt2kit.training.schedule import lr_at
@@ -140,9 +142,10 @@ class Trainer:
     def __init__(self, session: Session) -> None:
         s = self.s = session
         c, self.state, self.plan = s.config, s.state, s.plan
-        self.metrics = Metrics.open(s.run)
+        self.metrics = Metrics.open(s.run) if s.parallel.is_main else Metrics([])
         self.clock = Clock(self.state.train_seconds, c.length.max_time)
-        self.progress = Progress(s, self.metrics, self.clock, c.output.log_every, c.progress)
+        show = c.progress and s.parallel.is_main
+        self.progress = Progress(s, self.metrics, self.clock, c.output.log_every, show)
         self.guard = NonFiniteGuard(self.metrics, self.progress)
         self.evaluator = Evaluator(
             s.model,
@@ -167,6 +170,9 @@ class Trainer:
             self.snapshot,
             c.output.save_every,
             c.output.keep_last,
+            (lambda: s.parallel.checkpoint_parts(s.model, s.optimizer))
+            if s.parallel.distributed
+            else None,
         )
 
     def snapshot(self) -> TrainState:
@@ -184,6 +190,7 @@ class Trainer:
         finished = False
         try:
             with StopSignals() as signals:
+                self.evaluator.run_base(self.s.config.init)  # fine-tuning: the starting model
                 stop = None
                 while stop is None and self.state.step < self.plan.total_steps:
                     stop = self.one_step(signals)
@@ -198,7 +205,8 @@ class Trainer:
             ) from None
         finally:
             self.progress.close()
-            self.metrics.close(finished)
+            if not finished:  # else `finish` closes them, once summary.json is written
+                self.metrics.close(finished)
 
     def one_step(self, signals: StopSignals) -> Stop | None:
         """Train one step, then let each component act on its cadence; a stop, or None."""
@@ -220,14 +228,16 @@ class Trainer:
         for group in s.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=s.device)
-        for _ in range(accum):
+        for i in range(accum):
             x, y = s.sampler.next_batch()
             if s.device.type == "cuda":
                 x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
-            with s.autocast:
-                loss = s.step_model(x, y) / accum
-            (s.scaler.scale(loss) if s.scaler else loss).backward()
+            # gradients are reduced across processes on the last micro-batch only
+            with s.parallel.accumulating(s.step_model, last=i == accum - 1):
+                with s.autocast:
+                    loss = s.step_model(x, y) / accum
+                (s.scaler.scale(loss) if s.scaler else loss).backward()
             loss_sum += loss.detach()
         if s.scaler is not None:
             s.scaler.unscale_(s.optimizer)
@@ -235,6 +245,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(
             s.model.parameters(), clip if clip > 0 else float("inf")
         )
+        loss_sum, grad_norm = s.parallel.mean(loss_sum), s.parallel.full(grad_norm)  # global
         loss_value, norm_value = loss_sum.item(), grad_norm.item()  # the one sync per step
         finite = math.isfinite(loss_value) and (math.isfinite(norm_value) or s.scaler is not None)
         if s.scaler is not None:
@@ -256,10 +267,10 @@ class Trainer:
                 f"Stopping: {self.guard.in_a_row} steps in a row had a non-finite loss or gradient. Try a lower --lr (now {self.plan.peak_lr:g}) or --precision fp32/bf16."
             )
             return "non_finite", 1
-        out_of_time = self.clock.out_of_time()
+        out_of_time = self.s.parallel.agree_stop(signals, self.clock.out_of_time(), self.s.device)
         is_last = step == self.plan.total_steps
         if not signals.received and self.evaluator.maybe_run(step, final=is_last or out_of_time):
-            export_model(self.s.model, self.s.tokenizer, self.s.run.best)
+            self.export(self.s.run.best)
             self.checkpointer.save(step)
         if signals.received:
             self.checkpointer.save(step)
@@ -277,13 +288,19 @@ class Trainer:
             return "early_stopping", 0
         return None
 
+    def export(self, target: Path) -> Path | None:
+        """Write the model as a Hugging Face folder at `target` (rank 0 of a distributed run,
+        the whole model gathered from the shards under FSDP); the folder, or None."""
+        model = self.s.parallel.full_model(self.s.model)
+        return export_model(model, self.s.tokenizer, target) if model is not None else None
+
     def finish(self, stopped: str, exit_code: int, wall_start: float) -> TrainSummary:
         """Export the final model (unless stopped by a signal or non-finite steps), write
         `summary.json`, print the summary and return it."""
         s = self.s
         final = None
         if stopped in ("completed", "max_time", "early_stopping"):
-            final = export_model(s.model, s.tokenizer, s.run.final)
+            final = self.export(s.run.final)
         summary = TrainSummary(
             run_dir=str(s.run.path),
             steps=self.state.step,
@@ -298,7 +315,9 @@ class Trainer:
             exit_code=exit_code,
             evals=[without_samples(e) for e in self.evaluator.history],
         )
-        summary.save()
+        if s.parallel.is_main:
+            summary.save()
+        self.metrics.close(True)  # after summary.json: the report says how the run ended
         print(format_summary(summary, time.time() - wall_start))
         return summary
 
@@ -311,6 +330,7 @@ def train(config: TrainConfig) -> TrainSummary:
     and, when matplotlib is installed, `loss.png`.
     """
     t_start = time.time()
-    trainer = Trainer(setup(config.with_defaults(), t_start))
-    stopped, exit_code = trainer.run()
-    return trainer.finish(stopped, exit_code, t_start)
+    with launched(config.runtime.device) as parallel:  # a torchrun job's process group, if any
+        trainer = Trainer(setup(config.with_defaults(), t_start, parallel))
+        stopped, exit_code = trainer.run()
+        return trainer.finish(stopped, exit_code, t_start)

@@ -16,7 +16,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ from gpt2kit.training.checkpoint import (
     restore_rng,
 )
 from gpt2kit.training.config import OptimOptions, TrainConfig
+from gpt2kit.training.distributed import Parallel
+from gpt2kit.training.lora import add_adapters, check_resumed
 from gpt2kit.training.metrics import truncate_metrics
 from gpt2kit.training.schedule import warmup_steps
 
@@ -71,10 +73,11 @@ class Plan:
     peak_lr: float
     total_steps: int
     warmup: int
+    world_size: int = 1  # processes, each reading `batch_size` examples per micro-batch
 
     @property
     def tokens_per_step(self) -> int:
-        return self.batch_size * self.grad_accum * self.block_size
+        return self.batch_size * self.world_size * self.grad_accum * self.block_size
 
 
 @dataclass
@@ -94,6 +97,7 @@ class Session:
     autocast: contextlib.AbstractContextManager
     plan: Plan
     state: TrainState
+    parallel: Parallel = field(default_factory=Parallel)  # one process, or this rank's place
 
 
 @dataclass
@@ -158,9 +162,10 @@ def _still_usable(spec: str) -> bool:
 
 def load_start(config: TrainConfig, resume_from: Checkpoint | None, device: torch.device) -> Start:
     """Read the start point: the checkpoint to resume, else a new model's tokenizer (--init
-    scratch), else the pretrained model --init names."""
+    scratch), else the pretrained model --init names (with LoRA adapters for --lora-r)."""
     if resume_from is not None:
         loaded = load_checkpoint(resume_from, device)
+        check_resumed(loaded.model, config.lora, resume_from.path)
         spec = loaded.state.tokenizer_spec or str(resume_from.path)
         if not _still_usable(spec):
             spec = str(resume_from.path)  # e.g. a hub snapshot since removed
@@ -173,6 +178,8 @@ def load_start(config: TrainConfig, resume_from: Checkpoint | None, device: torc
         )
     folder = resolve_model(config.init)
     model, tokenizer, _ = load_model(folder, device=device)
+    if config.lora.lora_r is not None:
+        add_adapters(model, config.lora, config.init, folder)
     return Start(model, tokenizer, str(folder))
 
 
@@ -246,11 +253,17 @@ def set_dropout(model: GPT2, p: float) -> None:
 
 
 def model_and_data(
-    config: TrainConfig, run: RunDir, start: Start, device: torch.device, dtype: torch.dtype
+    config: TrainConfig,
+    run: RunDir,
+    start: Start,
+    device: torch.device,
+    dtype: torch.dtype,
+    shards: int = 1,
 ) -> tuple[GPT2, Tokenizer, PreparedData, int]:
     """The model in training mode, its tokenizer, the data, and the block size (the model's
     context unless --block-size, cut to the data when that is shorter). A new model is built
-    only once the data (and so a tokenizer trained on it) is there and the memory suffices."""
+    only once the data (and so a tokenizer trained on it) is there and the memory suffices
+    (its weights and optimizer state split in `shards` when FSDP may shard them)."""
     n_positions = start.model.config.n_positions if start.model else scratch_context(config)
     block_size = config.optim.block_size or n_positions
     if block_size > n_positions:
@@ -265,7 +278,7 @@ def model_and_data(
         block_size = len(data.train) - 1
     model, tokenizer = start.model, start.tokenizer
     model_config = model.config if model is not None else scratch_config(config, data.tokenizer)
-    check_memory(model_config, config.optim.batch_size, block_size, device, dtype)
+    check_memory(model_config, config.optim.batch_size, block_size, device, dtype, shards)
     if model is None:
         tokenizer = data.tokenizer
         model = GPT2(model_config).to(device)
@@ -289,12 +302,13 @@ def model_and_data(
 
 
 def training_memory_bytes(
-    config: GPT2Config, batch_size: int, block_size: int, dtype: torch.dtype
+    config: GPT2Config, batch_size: int, block_size: int, dtype: torch.dtype, shards: int = 1
 ) -> int:
     """A conservative estimate of the memory one training step needs: fp32 weights, gradients
-    and AdamW's two moments (16 bytes a parameter), the activations kept for the backward pass
-    (Korthikanti et al. 2022: 34 + 5 x heads x T / width values per token and layer, doubled
-    for the unfused attention of CPUs), and the logits with their gradient."""
+    and AdamW's two moments (16 bytes a parameter, split in `shards` under FSDP), the
+    activations kept for the backward pass (Korthikanti et al. 2022: 34 + 5 x heads x T / width
+    values per token and layer, doubled for the unfused attention of CPUs), and the logits
+    with their gradient."""
     C, L, H, T, B, V = (
         config.n_embd,
         config.n_layer,
@@ -307,11 +321,16 @@ def training_memory_bytes(
     act = 2 if dtype in (torch.bfloat16, torch.float16) else 4
     per_layer = B * T * C * (34 + 2 * 5 * H * T / C) * act
     logits = 3 * B * T * V * 4
-    return int(16 * params + L * per_layer + logits)
+    return int(16 * params / shards + L * per_layer + logits)
 
 
 def check_memory(
-    config: GPT2Config, batch_size: int, block_size: int, device: torch.device, dtype: torch.dtype
+    config: GPT2Config,
+    batch_size: int,
+    block_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    shards: int = 1,
 ) -> None:
     """Refuse a run whose estimated need (`training_memory_bytes`) exceeds the device's memory,
     before anything is built, naming the numbers and the flag to change."""
@@ -319,14 +338,14 @@ def check_memory(
     cuda = device.type == "cuda"
     available = torch.cuda.mem_get_info(device)[1] if cuda else free_memory(device)
     where = "GPU memory" if cuda else "free RAM"
-    need = training_memory_bytes(config, batch_size, block_size, dtype)
+    need = training_memory_bytes(config, batch_size, block_size, dtype, shards)
     if available is None or need <= available:
         return
     fits_batch = next(
         (
             b
             for b in range(batch_size - 1, 0, -1)
-            if training_memory_bytes(config, b, block_size, dtype) <= available
+            if training_memory_bytes(config, b, block_size, dtype, shards) <= available
         ),
         None,
     )
@@ -334,7 +353,7 @@ def check_memory(
         (
             t
             for t in (2**k for k in range(20, 2, -1))
-            if t < block_size and training_memory_bytes(config, 1, t, dtype) <= available
+            if t < block_size and training_memory_bytes(config, 1, t, dtype, shards) <= available
         ),
         None,
     )
@@ -356,9 +375,11 @@ def check_memory(
 
 
 def make_optimizer(model: GPT2, optim: OptimOptions, device: torch.device) -> torch.optim.AdamW:
-    """AdamW at --lr with weight decay on matrices and embeddings only (fused on CUDA)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW at --lr over the parameters that train (with LoRA, only the adapters), with
+    weight decay on matrices and embeddings only (fused on CUDA)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": optim.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -393,9 +414,12 @@ def steps_for_budget(
     seconds: float,
     eval_every: int,
     val_tokens: int,
+    parallel: Parallel | None = None,
 ) -> int:
     """How many optimizer steps fit in `seconds`, timed on a few forward/backward passes of
-    real batches (the weights and the random state are left as they were)."""
+    real batches (the weights and the random state are left as they were). In a distributed
+    run rank 0's clock decides, so that every rank runs as many passes and gets its count."""
+    parallel = parallel or Parallel()
     rng = torch.get_rng_state()
 
     def one() -> None:
@@ -409,10 +433,14 @@ def steps_for_budget(
 
     one()  # the first pass allocates (and compiles); not timed
     t0, n = time.perf_counter(), 0
-    while n < 3 or (time.perf_counter() - t0 < min(2.0, 0.02 * seconds) and n < 20):
+
+    def keep_timing(n: int) -> bool:
+        return n < 3 or (time.perf_counter() - t0 < min(2.0, 0.02 * seconds) and n < 20)
+
+    while parallel.from_main(keep_timing, n):
         one()
         n += 1
-    step = (time.perf_counter() - t0) / n * 1.1  # + the optimizer step and logging
+    step = parallel.from_main(lambda: (time.perf_counter() - t0) / n * 1.1)  # + optimizer, logs
     torch.set_rng_state(rng)
     tokens = sampler.batch * sampler.block * grad_accum
     eval_per_step = step / 3 * (val_tokens / tokens) / eval_every  # forward only, every N steps
@@ -446,18 +474,21 @@ def restore_state(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     sampler: BlockSampler,
+    writes: bool = True,
 ) -> TrainState:
     """The state to continue from: the resumed checkpoint's, with optimizer, grad scaler,
     data position and random state put back (the random state last, after everything that
     draws numbers), and the metrics of redone steps dropped; else `fresh`, with what an earlier
-    checkpoint-less attempt left removed so that nothing of it looks current."""
+    checkpoint-less attempt left removed so that nothing of it looks current. Files are only
+    changed when `writes` (rank 0 of a distributed run)."""
     if start.resumed is None:
-        truncate_metrics(run.metrics, 0)
-        for stale in run.results():
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists():
-                stale.unlink()
+        if writes:
+            truncate_metrics(run.metrics, 0)
+            for stale in run.results():
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                elif stale.exists():
+                    stale.unlink()
         return fresh
     resumed = start.resumed
     state = resumed.state  # an older checkpoint may lack what `fresh` resolved
@@ -471,7 +502,8 @@ def restore_state(
     if scaler is not None and resumed.rng_scaler.get("scaler"):
         scaler.load_state_dict(resumed.rng_scaler["scaler"])
     sampler.epoch, sampler.cursor = state.epoch, state.cursor
-    truncate_metrics(run.metrics, state.step)
+    if writes:
+        truncate_metrics(run.metrics, state.step)
     restore_rng(resumed.rng_scaler["rng"])
     return state
 
@@ -493,10 +525,11 @@ def write_config(run: RunDir, config: TrainConfig, plan: Plan, data: PreparedDat
 def describe(s: Session, dtype: torch.dtype, compile_note: str) -> str:
     """The banner printed before the first step: model, data, steps, device."""
     mc, p, data = s.model.config, s.plan, s.data
+    procs = f"{p.world_size} processes x " if p.world_size > 1 else ""
     return (
         f"Model: {s.model.num_parameters() / 1e6:.2f}M parameters, {mc.n_layer} layers x {mc.n_embd} wide, context {mc.n_positions}, vocab {mc.vocab_size}.\n"
         f"Data: {len(data.train):,} training tokens, {len(data.val):,} validation tokens ({data.path}).\n"
-        f"Steps: {p.total_steps:,} (from {s.state.step}), {p.tokens_per_step:,} tokens per step ({p.batch_size} x {p.grad_accum} x {p.block_size}), {p.steps_per_epoch:,} steps per epoch; lr {p.peak_lr:g}, warmup {p.warmup}.\n"
+        f"Steps: {p.total_steps:,} (from {s.state.step}), {p.tokens_per_step:,} tokens per step ({procs}{p.batch_size} x {p.grad_accum} x {p.block_size}), {p.steps_per_epoch:,} steps per epoch; lr {p.peak_lr:g}, warmup {p.warmup}.\n"
         f"Device: {s.device.type}, precision {precision_name(dtype)}, torch.compile {compile_note}."
     )
 
@@ -505,47 +538,58 @@ def describe(s: Session, dtype: torch.dtype, compile_note: str) -> str:
 # setup
 
 
-def setup(config: TrainConfig, t_start: float) -> Session:
+def setup(config: TrainConfig, t_start: float, parallel: Parallel | None = None) -> Session:
     """Resolve everything before the first step (see the module's docstring) and print the
     banner; `config` has its defaults filled in, `t_start` is when the invocation began (the
-    --max-time budget counts from it)."""
-    run, resume_from, abandoned = open_run(config)
-    device = resolve_device(config.runtime.device)
+    --max-time budget counts from it). `parallel`: this rank's place in a torchrun job (rank 0
+    changes the run folder and prepares the data first; see `distributed`)."""
+    parallel = parallel or Parallel()
+    run, resume_from, abandoned = parallel.from_main(open_run, config)
+    device = parallel.device(resolve_device(config.runtime.device))
     dtype = resolve_precision(config.runtime.precision, device)
     if device.type == "cpu" and dtype == torch.float16:
         raise UserError("--precision fp16 needs a GPU; on the CPU use fp32 or bf16.")
     seed, optim = config.runtime.seed, config.optim
     torch.manual_seed(seed)
-    start = load_start(config, resume_from, device)
-    model, tokenizer, data, block_size = model_and_data(config, run, start, device, dtype)
+    with parallel.main_first():
+        start = load_start(config, resume_from, device)
+        # --parallel auto or fsdp may shard the weights and AdamW state over the processes
+        shards = parallel.world_size if config.runtime.parallel != "ddp" else 1
+        model, tokenizer, data, block_size = model_and_data(
+            config, run, start, device, dtype, shards
+        )
 
-    batch_size = optim.batch_size
-    sampler = BlockSampler(data.train, block_size, batch_size, seed)
+    batch_size, rank, world = optim.batch_size, parallel.rank, parallel.world_size
+    sampler = BlockSampler(data.train, block_size, batch_size, seed, rank, world)
     blocks_per_epoch = len(sampler.blocks_in_epoch(0))
-    if blocks_per_epoch < batch_size:
+    if blocks_per_epoch < batch_size * world:
         print(
             f"Note: one epoch has only {blocks_per_epoch} blocks of {block_size} tokens, fewer than --batch-size {batch_size}; batches will repeat blocks across epochs."
         )
     grad_accum = optim.grad_accum
     if optim.tokens_per_step:
-        grad_accum = max(1, round(optim.tokens_per_step / (batch_size * block_size)))
-    steps_per_epoch = max(1, blocks_per_epoch // (batch_size * grad_accum))
+        grad_accum = max(1, round(optim.tokens_per_step / (batch_size * world * block_size)))
+    steps_per_epoch = max(1, blocks_per_epoch // (batch_size * world * grad_accum))
 
+    replica = training_memory_bytes(model.config, batch_size, block_size, dtype)
+    parallel_note = parallel.distribute(model, config.runtime.parallel, replica, device, seed)
     optimizer = make_optimizer(model, optim, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     autocast = autocast_for(device, dtype)
     step_model, compile_note = compiled(model, config.runtime.compile, device)
+    step_model = parallel.wrap(step_model, device)
 
     def fit_to_budget() -> int:
         steps = steps_for_budget(
             step_model,
-            BlockSampler(data.train, block_size, batch_size, seed),
+            BlockSampler(data.train, block_size, batch_size, seed, rank, world),
             grad_accum,
             autocast,
             device,
             seconds=config.length.max_time * 60 - (time.time() - t_start),
             eval_every=config.evaluation.eval_every,
             val_tokens=min(len(data.val), config.evaluation.eval_tokens or len(data.val)),
+            parallel=parallel,
         )
         optimizer.zero_grad(set_to_none=True)
         return steps
@@ -553,17 +597,24 @@ def setup(config: TrainConfig, t_start: float) -> Session:
     steps = total_steps(config, start, steps_per_epoch, fit_to_budget)
     plan = Plan(
         block_size, batch_size, grad_accum, steps_per_epoch, optim.lr, steps,
-        warmup_steps(steps, optim.warmup_steps),
+        warmup_steps(steps, optim.warmup_steps), world,
     )  # fmt: skip
     fresh = TrainState(tokenizer_spec=start.tokenizer_spec, total_steps=steps)
-    state = restore_state(run, start, fresh, abandoned, optimizer, scaler, sampler)
-    run.path.mkdir(parents=True, exist_ok=True)
-    write_config(run, config, plan, data)
+    if start.resumed is not None:
+        parallel.adapt_resumed(start.resumed, optimizer, seed)
+    state = restore_state(
+        run, start, fresh, abandoned, optimizer, scaler, sampler, writes=parallel.is_main
+    )
+    if parallel.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_config(run, config, plan, data)
     session = Session(
         config, run, device, model, step_model, tokenizer, data, sampler, optimizer, scaler,
-        autocast, plan, state,
+        autocast, plan, state, parallel,
     )  # fmt: skip
     print(describe(session, dtype, compile_note))
+    if parallel.distributed:
+        print(f"Processes: {parallel_note}.")
     if state.step >= steps:
         print(f"Training already reached step {state.step} of {steps}; nothing to do.")
     return session
