@@ -51,6 +51,9 @@ def test_finetune_from_transformers_folder_lowers_val_loss(tmp_path, corpus):
         for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
         if m["type"] == "eval"
     ]
+    base, *evals = evals  # the starting model's, before the first step: the same figure
+    assert base["base"] and base["step"] == 0
+    assert base["val_loss"] == pytest.approx(before, rel=1e-4)
     assert len(evals) == 2 and all(len(e["samples"]) == 1 for e in evals)
     assert {"val_loss", "val_ppl", "val_bpc", "tokens_seen"} <= evals[0].keys()
 
