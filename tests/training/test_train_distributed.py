@@ -242,6 +242,8 @@ def test_a_two_process_checkpoint_resumes_on_another_number_of_processes(
 EXIT_RECORDER = """
 import os, sys
 from gpt2kit.cli import main
+exits = os.environ["EXIT_DIR"]
+open(os.path.join(exits, "pid-" + os.environ["RANK"]), "w").write(str(os.getpid()))
 code = main(sys.argv[1:])
 (open(os.path.join(os.environ["EXIT_DIR"], "rank-" + os.environ["RANK"]), "w")).write(str(code))
 sys.exit(code)
@@ -249,7 +251,9 @@ sys.exit(code)
 
 
 @pytest.mark.timeout(240)
-def test_sigterm_to_torchrun_saves_one_checkpoint_and_every_rank_exits_143(corpus, tmp_path):
+@pytest.mark.parametrize("target", ["torchrun", "rank-1"])
+def test_sigterm_saves_one_checkpoint_and_every_rank_exits_143(corpus, tmp_path, target):
+    """SIGTERM to torchrun (which sends it on to every rank) or to one rank alone."""
     out, exits = tmp_path / "run", tmp_path / "exits"
     exits.mkdir()
     script = tmp_path / "recorder.py"
@@ -266,13 +270,17 @@ def test_sigterm_to_torchrun_saves_one_checkpoint_and_every_rank_exits_143(corpu
         env={**ENV, "EXIT_DIR": str(exits)},
     )  # fmt: skip
     wait_for_step(out, 3, job)
-    job.send_signal(signal.SIGTERM)
+    if target == "torchrun":
+        job.send_signal(signal.SIGTERM)
+    else:
+        os.kill(int((exits / "pid-1").read_text()), signal.SIGTERM)
     try:
         job.communicate(timeout=90)  # a hang fails here
     except subprocess.TimeoutExpired:
         job.kill()
         pytest.fail("torchrun did not exit within 90 s of SIGTERM")
-    assert {p.name: p.read_text() for p in exits.iterdir()} == {"rank-0": "143", "rank-1": "143"}
+    statuses = {p.name: p.read_text() for p in exits.glob("rank-*")}
+    assert statuses == {"rank-0": "143", "rank-1": "143"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"] == "SIGTERM" and summary["exit_code"] == 143
     complete = list((out / "checkpoints").glob("step-*/COMPLETE"))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -290,7 +291,8 @@ def launched(device_option: str) -> Iterator[Parallel]:
     """The process group of a torchrun job, joined for the block and left after it, or a
     single process when not launched by torchrun. Backend: NCCL when training on CUDA, else
     gloo. Ranks other than 0 print nothing. On the way out (a normal end, a stop by a signal)
-    the ranks wait for each other, so that none leaves while rank 0 still writes."""
+    the ranks wait for each other, so that none leaves while rank 0 still writes, and from then
+    on SIGTERM is ignored (the process is ending)."""
     if not under_torchrun() or dist.is_initialized():
         yield Parallel()
         return
@@ -307,6 +309,9 @@ def launched(device_option: str) -> Iterator[Parallel]:
         with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
             yield parallel
             if parallel.distributed:
+                # When a rank ends with a non-zero status (143 after a SIGTERM), torchrun sends
+                # SIGTERM to those still running: this one is ending too, with its own status.
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 dist.barrier()
     finally:
         dist.destroy_process_group()
