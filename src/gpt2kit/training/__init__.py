@@ -13,6 +13,7 @@ layer over it. Where things are:
 - `evaluator.py`: validation, samples, best model and early stopping.
 - `metrics.py`: metric sinks (`metrics.jsonl`, TensorBoard, `loss.png`).
 - `signals.py`: SIGINT/SIGTERM as a clean stop; `summary.py`: `TrainSummary`.
+- `distributed.py`: many processes through torchrun (DDP or FSDP2, rank 0 writes).
 """
 
 from __future__ import annotations
