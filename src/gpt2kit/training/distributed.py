@@ -117,7 +117,8 @@ class Parallel:
         if not self.distributed:
             return "1 process"
         if mode == "auto":
-            mode = "ddp" if replica_bytes <= self._memory_per_rank(device) else "fsdp"
+            fits = self.from_main(lambda: replica_bytes <= self._memory_per_rank(device))
+            mode = "ddp" if fits else "fsdp"  # rank 0 decides: free RAM differs between ranks
             why = f"auto: {'a replica fits' if mode == 'ddp' else 'a replica does not fit'}"
         else:
             why = f"--parallel {mode}"
