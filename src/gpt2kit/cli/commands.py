@@ -56,6 +56,13 @@ def _serve() -> tuple[type, Run]:
     return ServeConfig, run_serve
 
 
+def _export() -> tuple[type, Run]:
+    from gpt2kit.export.command import run_export
+    from gpt2kit.export.config import ExportConfig
+
+    return ExportConfig, run_export
+
+
 COMMANDS = [
     Command(
         "prepare",
@@ -83,5 +90,11 @@ COMMANDS = [
         "Serve a model over an OpenAI-compatible HTTP API, with a playground page.",
         "the output path",
         _serve,
+    ),
+    Command(
+        "export",
+        "Write a model as GGUF (llama.cpp), ONNX (ONNX Runtime) or a Hugging Face folder.",
+        "--out",
+        _export,
     ),
 ]
