@@ -189,7 +189,7 @@ class Trainer:
         """Step until the last step or a stop; returns how it stopped and the exit status."""
         finished = False
         try:
-            with StopSignals() as signals:
+            with StopSignals(quiet=not self.s.parallel.is_main) as signals:
                 self.evaluator.run_base(self.s.config.init)  # fine-tuning: the starting model
                 stop = None
                 while stop is None and self.state.step < self.plan.total_steps:

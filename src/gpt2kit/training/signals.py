@@ -20,7 +20,8 @@ class StopSignals:
     a checkpoint), for when the user really means it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet  # say nothing (ranks other than 0 of a distributed run)
         self.arrived: int | None = None
         self.received: int | None = None
         self._old: dict[int, Any] = {}
@@ -40,6 +41,8 @@ class StopSignals:
             sys.stderr.write("\nSecond interrupt: exiting now without a checkpoint.\n")
             os._exit(130)
         self.arrived = signum
+        if self.quiet:
+            return
         sys.stderr.write(
             f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
             "(press Ctrl-C again to exit at once).\n"
