@@ -7,9 +7,11 @@ import sys
 import tempfile
 from dataclasses import replace
 
+import torch
 import yaml
 
 from gpt2kit.config import to_dict
+from gpt2kit.errors import UserError
 from gpt2kit.training.config import TrainConfig
 from gpt2kit.training.distributed import under_torchrun
 from gpt2kit.training.loop import train
@@ -36,6 +38,11 @@ def relaunch_under_torchrun(config: TrainConfig, nproc: int) -> None:
     """Replace this process with `torchrun --standalone --nproc-per-node NPROC -m gpt2kit train`
     of the same options (passed as a YAML config file), so that signals to this process reach
     torchrun, and through it every rank."""
+    gpus = torch.cuda.device_count() if not config.runtime.device.startswith(("cpu", "mps")) else 0
+    if 0 < gpus < nproc:
+        raise UserError(
+            f"--nproc {nproc} asks for more processes than this machine's {gpus} GPU(s): one process drives one GPU. Use --nproc {gpus}, or --device cpu."
+        )
     single = replace(config, runtime=replace(config.runtime, nproc=None))
     with tempfile.NamedTemporaryFile(
         "w", prefix="gpt2kit-train-", suffix=".yaml", delete=False

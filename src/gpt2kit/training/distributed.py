@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from gpt2kit.errors import UserError
 from gpt2kit.model import GPT2
 from gpt2kit.runtime import free_memory
 from gpt2kit.training.checkpoint import LoadedCheckpoint
@@ -302,6 +303,10 @@ def launched(device_option: str) -> Iterator[Parallel]:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     cuda = torch.cuda.is_available() and not device_option.startswith(("cpu", "mps"))
     if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(
+                f"This is process {local_rank + 1} on a machine with {torch.cuda.device_count()} GPU(s): start one process per GPU (torchrun --nproc-per-node), or train with --device cpu."
+            )
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo")
     parallel = Parallel(rank, world, local_rank, local_world)
