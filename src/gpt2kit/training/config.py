@@ -336,6 +336,10 @@ class TrainConfig:
             )
         if not 0 < self.val_fraction < 1:
             p.append(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.lora.lora_r is not None and self.runtime.parallel == "fsdp":
+            p.append(
+                "--parallel fsdp does not shard a model with LoRA adapters (--lora-r): use --parallel ddp (or auto), which all-reduces only the adapters' gradients"
+            )
         groups = (self.model, self.lora, self.optim, self.length, self.evaluation, self.output)
         for options in groups:
             p += options.problems()

@@ -113,11 +113,14 @@ class Parallel:
         """Spread `model` over the processes before the optimizer sees its parameters: `fsdp`
         shards it in place (`fully_shard` on each block, then the root); `ddp` is applied to
         the module that steps (`wrap`). `auto` is DDP when a replica's training step
-        (`replica_bytes`) fits this rank's share of the device memory, else FSDP. Ranks other
+        (`replica_bytes`) fits this rank's share of the device memory, else FSDP; always DDP
+        for a model with frozen parameters (LoRA), which FSDP here does not shard. Ranks other
         than 0 then draw dropout from their own seed. Returns a note for the banner."""
         if not self.distributed:
             return "1 process"
-        if mode == "auto":
+        if mode == "auto" and any(not p.requires_grad for p in model.parameters()):
+            mode, why = "ddp", "auto: LoRA adapters train, the base is frozen"
+        elif mode == "auto":
             fits = self.from_main(lambda: replica_bytes <= self._memory_per_rank(device))
             mode = "ddp" if fits else "fsdp"  # rank 0 decides: free RAM differs between ranks
             why = f"auto: {'a replica fits' if mode == 'ddp' else 'a replica does not fit'}"
