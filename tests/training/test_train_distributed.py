@@ -83,8 +83,8 @@ def torchrun(
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
 
 
-def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+def run(cmd: list[str], timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**ENV, **env})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return r
 
@@ -186,7 +186,8 @@ def test_fsdp2_on_two_processes_matches_one_process_with_twice_the_batch(
     """Through `gpt2kit train --nproc 2`, which runs the same command under torchrun."""
     out = tmp_path / "run"
     args = train_args(corpus, out, 6, "--max-steps", str(STEPS), "--parallel", "fsdp")
-    r = run([sys.executable, "-m", "gpt2kit", *args, "--nproc", "2"])
+    r = run([sys.executable, "-m", "gpt2kit", *args, "--nproc", "2"], TMPDIR=str(tmp_path))
+    assert not list(tmp_path.glob("gpt2kit-train-*.yaml"))  # the options handed to torchrun
     assert "2 processes, FSDP2 (--parallel fsdp)" in r.stdout
     assert_losses_agree(losses(one_process), losses(out), range(1, STEPS + 1))
     assert_close_models(one_process / "final", out / "final")

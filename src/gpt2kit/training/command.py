@@ -13,7 +13,7 @@ import yaml
 from gpt2kit.config import to_dict
 from gpt2kit.errors import UserError
 from gpt2kit.training.config import TrainConfig
-from gpt2kit.training.distributed import under_torchrun
+from gpt2kit.training.distributed import LAUNCH_CONFIG, under_torchrun
 from gpt2kit.training.loop import train
 
 __all__ = ["TrainConfig", "run_train"]
@@ -36,8 +36,9 @@ def run_train(config: TrainConfig) -> int:
 
 def relaunch_under_torchrun(config: TrainConfig, nproc: int) -> None:
     """Replace this process with `torchrun --standalone --nproc-per-node NPROC -m gpt2kit train`
-    of the same options (passed as a YAML config file), so that signals to this process reach
-    torchrun, and through it every rank."""
+    of the same options (passed as a temporary YAML config file, which rank 0 deletes once
+    every rank has read it), so that signals to this process reach torchrun, and through it
+    every rank."""
     gpus = torch.cuda.device_count() if not config.runtime.device.startswith(("cpu", "mps")) else 0
     if 0 < gpus < nproc:
         raise UserError(
@@ -54,4 +55,4 @@ def relaunch_under_torchrun(config: TrainConfig, nproc: int) -> None:
     ]  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, {**os.environ, LAUNCH_CONFIG: f.name})

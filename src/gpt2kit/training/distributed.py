@@ -29,6 +29,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -42,7 +43,8 @@ from gpt2kit.training.signals import StopSignals
 
 T = TypeVar("T")
 
-PARALLEL_MODES = ("auto", "ddp", "fsdp")
+# The temporary config file that `gpt2kit train --nproc` hands to the ranks it starts.
+LAUNCH_CONFIG = "GPT2KIT_LAUNCH_CONFIG"
 
 
 def under_torchrun() -> bool:
@@ -313,6 +315,10 @@ def launched(device_option: str) -> Iterator[Parallel]:
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo")
     parallel = Parallel(rank, world, local_rank, local_world)
+    if LAUNCH_CONFIG in os.environ:  # every rank read its options before joining the group
+        dist.barrier()
+        if rank == 0:
+            Path(os.environ[LAUNCH_CONFIG]).unlink(missing_ok=True)
     quiet = open(os.devnull, "w") if rank else None  # noqa: SIM115 - closed below
     try:
         with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
