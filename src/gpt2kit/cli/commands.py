@@ -63,6 +63,12 @@ def _export() -> tuple[type, Run]:
     return ExportConfig, run_export
 
 
+def _report() -> tuple[type, Run]:
+    from gpt2kit.report.command import ReportConfig, run_report
+
+    return ReportConfig, run_report
+
+
 COMMANDS = [
     Command(
         "prepare",
@@ -96,5 +102,11 @@ COMMANDS = [
         "Write a model as GGUF (llama.cpp), ONNX (ONNX Runtime) or a Hugging Face folder.",
         "--out",
         _export,
+    ),
+    Command(
+        "report",
+        "Write a run's report (one HTML page: curves, evaluations, samples), or compare runs.",
+        "--out",
+        _report,
     ),
 ]
