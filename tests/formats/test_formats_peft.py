@@ -15,7 +15,8 @@ from conftest import make_hf_model, run_cli
 from gpt2kit import Generator, load_model, save_model
 from gpt2kit.errors import UserError
 from gpt2kit.eval import evaluate_text
-from gpt2kit.formats.peft import BASE_REF, BaseRef, attach_base
+from gpt2kit.formats.hf import base_ref
+from gpt2kit.formats.peft import BASE_REF, attach_base
 from gpt2kit.model.lora import LoraLinear, LoraSpec, add_lora, lora_layers
 
 transformers = pytest.importorskip("transformers")
@@ -35,7 +36,7 @@ def _our_adapter(base_dir, out, spec: LoraSpec, seed: int = 0):
         for name, p in model.named_parameters():
             if spec.bias == "all" and name.endswith(".bias"):
                 p.add_(torch.randn_like(p) * 0.1)
-    attach_base(model, BaseRef.of(str(base_dir), base_dir))
+    attach_base(model, base_ref(str(base_dir), base_dir))
     save_model(model, tokenizer, out)
     return model.eval()
 

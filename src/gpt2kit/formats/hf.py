@@ -20,7 +20,16 @@ from safetensors.torch import load_file, save_file
 
 from gpt2kit import runs
 from gpt2kit.errors import UserError
-from gpt2kit.formats.peft import ADAPTER_CONFIG, is_adapter_folder, load_adapter, save_adapter
+from gpt2kit.formats.peft import (
+    ADAPTER_CONFIG,
+    BASE_REF,
+    Adapter,
+    BaseRef,
+    apply_adapter,
+    is_adapter_folder,
+    read_adapter,
+    save_adapter,
+)
 from gpt2kit.model import GPT2, GPT2Config
 from gpt2kit.model.lora import lora_spec
 from gpt2kit.tokenizer import Tokenizer, gpt2_tokenizer, load_tokenizer
@@ -194,11 +203,14 @@ def load_model(
     Returns `(model, tokenizer, folder)`, the model in eval mode on `device` in `dtype`. An
     adapter folder loads its base model (checked against the recorded SHA-256) and the base's
     tokenizer, with the adapter merged into the weights, or, without `merge`, kept as
-    trainable LoRA layers (see `gpt2kit.formats.peft.load_adapter`).
+    trainable LoRA layers (see `gpt2kit.formats.peft.apply_adapter`).
     """
     folder = resolve_model(spec)
     if is_adapter_folder(folder):
-        return load_adapter(folder, device=device, dtype=dtype, merge=merge)
+        adapter = read_adapter(folder)
+        base_folder = _adapter_base(adapter, folder)
+        model, tokenizer, _ = load_model(base_folder, device=device, dtype=dtype)
+        return apply_adapter(model, adapter, folder, base_folder, merge), tokenizer, folder
     try:
         config_dict = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -240,6 +252,46 @@ def load_model(
     model.eval()
     tokenizer = _folder_tokenizer(folder, config)
     return model, tokenizer, folder
+
+
+def base_ref(spec: str, folder: str | Path) -> BaseRef:
+    """The reference an adapter keeps to its base: the MODEL argument `spec` (a hub id when it is
+    not a local path), the folder it resolved to, and the SHA-256 of its weights."""
+    folder = Path(folder)
+    hub_id = None if Path(spec).expanduser().exists() else spec
+    return BaseRef(weights_hash(folder), str(folder.resolve()), hub_id)
+
+
+def _adapter_base(adapter: Adapter, folder: Path) -> Path:
+    """The base folder of the adapter in `folder`: its recorded folder when it is still there,
+    else its hub id (or PEFT's base_model_name_or_path) resolved as a MODEL argument; refused
+    when its weights are not the ones the adapter recorded (SHA-256)."""
+    base = adapter.base
+    if base is not None and base.folder and Path(base.folder).is_dir():
+        base_folder = Path(base.folder)
+    else:
+        name = (base.hub_id or base.folder) if base is not None else adapter.base_name
+        if not name:
+            raise UserError(
+                f"The adapter in {folder} does not say which base model it applies to "
+                f"(no {BASE_REF}, no base_model_name_or_path in {ADAPTER_CONFIG})."
+            )
+        try:
+            base_folder = resolve_model(name)
+        except UserError as e:
+            raise UserError(
+                f"The base model of the adapter in {folder} cannot be found: {e}"
+            ) from None
+    if base is not None and base.sha256:
+        found = weights_hash(base_folder)
+        if found != base.sha256:
+            raise UserError(
+                f"The adapter in {folder} was trained on base weights with SHA-256 "
+                f"{base.sha256[:16]}..., but the base model at {base_folder} has "
+                f"{found[:16]}...: its weights changed since. Put the original base back there, "
+                "or train the adapter again on this one."
+            )
+    return base_folder
 
 
 def _folder_tokenizer(folder: Path, config: GPT2Config) -> Tokenizer:

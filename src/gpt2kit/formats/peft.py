@@ -8,7 +8,8 @@ PEFT transposes only the merged update, `fan_in_fan_out` true), so
 wrote, and gpt2kit loads what PEFT wrote. Beside them gpt2kit writes `gpt2kit_base.json`, the
 exact base the adapter belongs to (its folder, hub id and the SHA-256 of its weight files) and
 the dropout it was trained with; PEFT never reads that file. No `transformers` or `peft`
-import is needed here.
+import is needed here. Finding and checking the base is `gpt2kit.formats.hf`'s (`load_model`,
+`base_ref`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from gpt2kit.model.lora import (
     lora_state_dict,
     merge_lora,
 )
-from gpt2kit.tokenizer import Tokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -50,14 +50,6 @@ class BaseRef:
     sha256: str
     folder: str | None = None
     hub_id: str | None = None
-
-    @classmethod
-    def of(cls, spec: str, folder: Path) -> BaseRef:
-        """The reference to the base that the MODEL argument `spec` resolved to (`folder`)."""
-        from gpt2kit.formats.hf import weights_hash
-
-        hub_id = None if Path(spec).expanduser().exists() else spec
-        return cls(weights_hash(folder), str(Path(folder).resolve()), hub_id)
 
     @property
     def name(self) -> str:
@@ -193,54 +185,17 @@ def read_adapter(folder: str | Path) -> Adapter:
     )
 
 
-def _base_folder(adapter: Adapter, folder: Path) -> Path:
-    """The local folder of the adapter's base: its recorded folder when it is still there,
-    else its hub id (or PEFT's base_model_name_or_path) resolved as a MODEL argument."""
-    from gpt2kit.formats.hf import resolve_model
+def apply_adapter(
+    model: GPT2, adapter: Adapter, folder: Path, base_folder: Path, merge: bool = True
+) -> GPT2:
+    """Apply `adapter` (read from `folder`) to `model`, its base loaded from `base_folder`, and
+    return `model` in eval mode.
 
-    base = adapter.base
-    if base is not None and base.folder and Path(base.folder).is_dir():
-        return Path(base.folder)
-    name = (base.hub_id or base.folder) if base is not None else adapter.base_name
-    if not name:
-        raise UserError(
-            f"The adapter in {folder} does not say which base model it applies to "
-            f"(no {BASE_REF}, no base_model_name_or_path in {ADAPTER_CONFIG})."
-        )
-    try:
-        return resolve_model(name)
-    except UserError as e:
-        raise UserError(f"The base model of the adapter in {folder} cannot be found: {e}") from None
-
-
-def load_adapter(
-    folder: str | Path,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    merge: bool = True,
-) -> tuple[GPT2, Tokenizer, Path]:
-    """Load the base model of the adapter in `folder`, check it is the recorded one (SHA-256),
-    apply the adapter, and return `(model, base tokenizer, folder)` in eval mode.
-
-    With `merge` (the default, for generation, evaluation, serving and export) the adapters are
-    folded into the weights: a plain `GPT2` as fast as the base. Without, the model keeps its
-    `LoraLinear` layers with only the adapters trainable (resuming a LoRA run).
+    With `merge` (for generation, evaluation, serving and export) the adapters are folded into
+    the weights: a plain `GPT2` as fast as the base. Without, the model keeps its `LoraLinear`
+    layers with only the adapters trainable (resuming a LoRA run). Loading an adapter folder as a
+    MODEL (base resolved, its SHA-256 checked) is `gpt2kit.formats.hf.load_model`.
     """
-    from gpt2kit.formats.hf import load_model, weights_hash
-
-    folder = Path(folder)
-    adapter = read_adapter(folder)
-    base_folder = _base_folder(adapter, folder)
-    if adapter.base is not None and adapter.base.sha256:
-        found = weights_hash(base_folder)
-        if found != adapter.base.sha256:
-            raise UserError(
-                f"The adapter in {folder} was trained on base weights with SHA-256 "
-                f"{adapter.base.sha256[:16]}..., but the base model at {base_folder} has "
-                f"{found[:16]}...: its weights changed since. Put the original base back there, "
-                "or train the adapter again on this one."
-            )
-    model, tokenizer, _ = load_model(base_folder, device=device, dtype=dtype)
     names = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     unknown = sorted(set(adapter.layers) - names)
     add_lora(model, adapter.spec, layers={n: r for n, r in adapter.layers.items() if n in names})
@@ -272,8 +227,7 @@ def load_adapter(
     attach_base(model, adapter.base or BaseRef("", str(base_folder), adapter.base_name))
     if merge:
         merge_lora(model)
-    model.eval()
-    return model, tokenizer, folder
+    return model.eval()
 
 
 def _set_dropout(model: GPT2, rates: dict[str, float]) -> None:

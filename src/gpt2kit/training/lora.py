@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpt2kit.errors import UserError
-from gpt2kit.formats.peft import BaseRef, attach_base
+from gpt2kit.formats.hf import base_ref
+from gpt2kit.formats.peft import attach_base
 from gpt2kit.model import GPT2
 from gpt2kit.model.lora import add_lora, lora_layers, lora_spec, trainable_parameters
 from gpt2kit.training.config import LoraOptions
@@ -22,7 +23,7 @@ def add_adapters(model: GPT2, options: LoraOptions, init: str, folder: Path) -> 
     `init` resolved), and print what trains."""
     spec = options.spec
     add_lora(model, spec)
-    attach_base(model, BaseRef.of(init, folder))
+    attach_base(model, base_ref(init, folder))
     trainable = sum(p.numel() for p in trainable_parameters(model).values())
     total = sum(p.numel() for p in model.parameters())
     print(
