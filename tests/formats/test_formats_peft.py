@@ -171,3 +171,18 @@ def test_an_adapter_whose_base_is_gone_is_refused(tmp_path, peaky_adapter):
     base.rmdir()
     with pytest.raises(UserError, match=r"base model of the adapter .* cannot be found"):
         load_model(adapter)
+
+
+def test_export_writes_the_adapter_merged_into_a_full_model(tmp_path, peaky_adapter):
+    from gpt2kit.export.command import run_export
+    from gpt2kit.export.config import ExportConfig
+
+    base, adapter = peaky_adapter
+    run_export(ExportConfig(model=str(adapter), to="hf", out=str(tmp_path / "hf")))
+    assert (tmp_path / "hf" / "config.json").is_file()  # a whole model, not an adapter
+    merged, _, _ = load_model(adapter)
+    exported = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        assert (exported(IDS).logits - merged(IDS)).abs().max().item() <= 1e-5
+        plain = transformers.GPT2LMHeadModel.from_pretrained(base)(IDS).logits
+        assert (exported(IDS).logits - plain).abs().max().item() > 1e-2
