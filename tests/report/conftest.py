@@ -4,12 +4,12 @@ in milliseconds) and headless system chromium, as the playground's test drives i
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+
+from conftest import headless_chromium
 
 CONFIG = {
     "sources": ["plays.txt"], "out": "run", "init": "scratch", "preset": "tiny", "lr": 0.005,
@@ -61,27 +61,11 @@ def summary_of(folder: Path, steps: int, stopped: str = "completed", **extra) ->
     } | extra  # fmt: skip
 
 
-def unavailable(reason: str):
-    """Skip for a missing browser, except in CI, which installs it: fail there."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI installs it: see .ci/run)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless system chromium driven by playwright (nothing downloaded)."""
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        unavailable("chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install -e .[test])")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True)
+    """Headless system chromium for the tests of one module (see `headless_chromium`)."""
+    with headless_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,19 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_hf_model
+from conftest import headless_chromium, make_hf_model
 
 KEY = "playground-test-key"
 CONTEXT = 2048  # room for a generation long enough to be stopped midway
 LONG = 2000  # max_tokens of the generation the Stop button cancels
 TOKENS = ".token"  # the output's token spans
-
-
-def unavailable(reason: str):
-    """Skip for a missing browser, except in CI, which installs it: fail there."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI installs it: see .ci/run)")
-    pytest.skip(reason)
 
 
 # ---- The server ----------------------------------------------------------------------------
@@ -132,17 +124,8 @@ def server(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def browser():
     """Headless system chromium driven by playwright."""
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        unavailable("chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install -e .[test])")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True)
+    with headless_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
