@@ -12,7 +12,7 @@ Sides (--sides, default: all that apply to the device):
 - `hf`:     HF `Trainer` tuned: bf16 (on CUDA), `torch_compile`, fused AdamW
             (`adamw_torch_fused`), the same block and batch as the others.
 - `lean`:   a nanoGPT-style loop written here: a minimal GPT-2 module (fused QKV, SDPA, tied
-            head), AdamW (fused on CUDA), autocast, `torch.compile`, one `.item()` per step. It
+            head), fused AdamW, autocast, `torch.compile`, one `.item()` per step. It
             loads the same weights, so it is the "how fast can a bare loop go" reference.
 - `ours`:   `gpt2kit.train` with --precision and --compile as given.
 
@@ -76,7 +76,7 @@ SEED = COMMON + textwrap.dedent("""
         learning_rate=5e-5, save_strategy="no", eval_strategy="no", report_to=[],
         logging_steps=10**9, use_cpu=not cuda, disable_tqdm=True,
         bf16=tuned and bf16, torch_compile=tuned and args["compile"],
-        optim="adamw_torch_fused" if tuned and cuda else "adamw_torch",
+        optim="adamw_torch_fused" if tuned else "adamw_torch",
         dataloader_pin_memory=cuda)
     trainer = transformers.Trainer(model=model, args=targs, train_dataset=dataset,
         data_collator=transformers.DataCollatorForLanguageModeling(tok, mlm=False),
@@ -128,7 +128,7 @@ LEAN = COMMON + textwrap.dedent("""
     model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()})
     device = torch.device(args["device"])
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=cuda)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
     step_model = torch.compile(model) if args["compile"] else model
     data = torch.tensor(blocks)
     g = torch.Generator().manual_seed(0)

@@ -105,3 +105,36 @@ def test_a_run_too_large_for_memory_is_refused_before_it_starts(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "GiB" in r.stderr and "--block-size" in r.stderr and "Try" in r.stderr
     assert time.time() - t0 < 60
+
+
+def test_cpu_precision_auto_trains_in_what_this_machine_measures_fastest(
+    tmp_path, corpus, monkeypatch, capsys
+):
+    import torch
+
+    from gpt2kit.training import setup as setup_module
+
+    asked = []
+
+    def measured(task, width):
+        asked.append((task, width))
+        return torch.bfloat16
+
+    monkeypatch.setattr(setup_module, "auto_cpu_precision", measured)
+    summary = train(tiny_train_config(corpus, tmp_path / "auto", device="cpu", max_steps=2))
+    assert summary.exit_code == 0 and asked == [("train", 32)]
+    assert "precision bf16" in capsys.readouterr().out
+    train(tiny_train_config(corpus, tmp_path / "fp32", device="cpu", precision="fp32", max_steps=2))
+    assert len(asked) == 1 and "precision fp32" in capsys.readouterr().out  # explicit: kept
+
+
+def test_adamw_is_fused_on_the_cpu(tmp_path):
+    import torch
+
+    from gpt2kit.model import GPT2, GPT2Config
+    from gpt2kit.training.config import OptimOptions
+    from gpt2kit.training.setup import make_optimizer
+
+    model = GPT2(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=16))
+    optimizer = make_optimizer(model, OptimOptions(lr=1e-3), torch.device("cpu"))
+    assert optimizer.defaults["fused"] is True
