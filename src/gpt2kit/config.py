@@ -256,12 +256,14 @@ def build_config(
 ) -> T:
     """Make a `cls` from its defaults, then a YAML file, then the flags given (highest).
 
-    Keys are option names, flat whatever group an option belongs to."""
+    Keys are option names, flat whatever group an option belongs to; keys listed in the
+    class's `DERIVED_KEYS` (values a command records beside its options) are ignored."""
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     hints = dict((f.name, tp) for f, tp in options_of(cls))
     values: dict[str, Any] = {}
     if yaml_path:
-        file_values = load_yaml(yaml_path)
+        derived = getattr(cls, "DERIVED_KEYS", ())  # recorded beside the options; not options
+        file_values = {k: v for k, v in load_yaml(yaml_path).items() if k not in derived}
         unknown = sorted(set(file_values) - set(hints))
         if unknown:
             raise UserError(

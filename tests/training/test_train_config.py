@@ -22,6 +22,15 @@ def test_config_yaml_resolves_file_then_flags(tmp_path, corpus):
     assert saved["lr"] == 0.002 and saved["batch_size"] == 4 and saved["max_steps"] == 4
     assert saved["resolved_total_steps"] == 4 and saved["sources"] == [str(corpus)]
     assert (out / "loss.png").is_file() and (out / "summary.json").is_file()
+    # the saved config.yaml is a --config file: the derived keys beside the options are the
+    # declared ones, and reading it back gives the run's options
+    from gpt2kit.config import build_config, options_of, to_dict
+    from gpt2kit.training import TrainConfig
+
+    options = {f.name for f, _ in options_of(TrainConfig)}
+    assert set(saved) - options == set(TrainConfig.DERIVED_KEYS)
+    again = build_config(TrainConfig, {}, out / "config.yaml")
+    assert to_dict(again) == {k: v for k, v in saved.items() if k in options}
     # the run folder is a MODEL for generate
     g = run_cli("generate", str(out), "To be", "--max-new-tokens", "5", "--temperature", "0")
     assert g.returncode == 0 and g.stdout.startswith("To be")

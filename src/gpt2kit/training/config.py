@@ -10,7 +10,7 @@ Each group reports its own problems; `TrainConfig` adds those that involve sever
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from gpt2kit.config import flat_names, group, option
 from gpt2kit.data.options import DEFAULT_VAL_FRACTION, VAL_FRACTION_HELP, ReadOptions
@@ -282,6 +282,13 @@ class RuntimeOptions:
 @dataclass
 class TrainConfig:
     """Options of `gpt2kit train` (also the keys of its YAML config and of `config.yaml`)."""
+
+    # What a run's config.yaml records beside the options (the values derived from them), so
+    # that `--config RUN_DIR/config.yaml` reads it back: these keys are accepted and ignored.
+    DERIVED_KEYS: ClassVar[tuple[str, ...]] = (
+        "resolved_block_size", "resolved_grad_accum", "resolved_lr", "resolved_warmup_steps",
+        "resolved_total_steps", "data_dir",
+    )  # fmt: skip
 
     sources: list[str] = option(
         [],
