@@ -138,3 +138,23 @@ def test_adamw_is_fused_on_the_cpu(tmp_path):
     model = GPT2(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=16))
     optimizer = make_optimizer(model, OptimOptions(lr=1e-3), torch.device("cpu"))
     assert optimizer.defaults["fused"] is True
+
+
+def test_a_lora_run_is_budgeted_without_gradients_and_adamw_state_for_the_frozen_base(
+    monkeypatch,
+):
+    import torch
+
+    from gpt2kit.errors import UserError
+    from gpt2kit.model import GPT2Config
+    from gpt2kit.training import setup as setup_module
+
+    config = GPT2Config()  # GPT-2 124M: 16 bytes a parameter fully trained, 4 frozen
+    full = setup_module.training_memory_bytes(config, 4, 128, torch.float32)
+    lora = setup_module.training_memory_bytes(config, 4, 128, torch.float32, frozen_base=True)
+    assert full - lora > 12 * 120e6  # the gradients and both moments of 124M parameters
+    monkeypatch.setattr(setup_module, "free_memory", lambda device: (full + lora) // 2)
+    cpu = torch.device("cpu")
+    setup_module.check_memory(config, 4, 128, cpu, torch.float32, frozen_base=True)  # fits
+    with pytest.raises(UserError, match="GiB"):
+        setup_module.check_memory(config, 4, 128, cpu, torch.float32)

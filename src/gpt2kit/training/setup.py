@@ -284,7 +284,8 @@ def model_and_data(
         block_size = len(data.train) - 1
     model, tokenizer = start.model, start.tokenizer
     model_config = model.config if model is not None else scratch_config(config, data.tokenizer)
-    check_memory(model_config, config.optim.batch_size, block_size, device, dtype, shards)
+    lora = config.lora.lora_r is not None  # the base is frozen: no gradients, no AdamW state
+    check_memory(model_config, config.optim.batch_size, block_size, device, dtype, shards, lora)
     if model is None:
         tokenizer = data.tokenizer
         model = GPT2(model_config).to(device)
@@ -308,10 +309,16 @@ def model_and_data(
 
 
 def training_memory_bytes(
-    config: GPT2Config, batch_size: int, block_size: int, dtype: torch.dtype, shards: int = 1
+    config: GPT2Config,
+    batch_size: int,
+    block_size: int,
+    dtype: torch.dtype,
+    shards: int = 1,
+    frozen_base: bool = False,
 ) -> int:
     """A conservative estimate of the memory one training step needs: fp32 weights, gradients
-    and AdamW's two moments (16 bytes a parameter, split in `shards` under FSDP), the
+    and AdamW's two moments (16 bytes a parameter, split in `shards` under FSDP; 4 bytes for a
+    `frozen_base` under LoRA adapters, whose own few parameters are left out), the
     activations kept for the backward pass (Korthikanti et al. 2022: 34 + 5 x heads x T / width
     values per token and layer, doubled for the unfused attention of CPUs), and the logits
     with their gradient."""
@@ -327,7 +334,8 @@ def training_memory_bytes(
     act = 2 if dtype in (torch.bfloat16, torch.float16) else 4
     per_layer = B * T * C * (34 + 2 * 5 * H * T / C) * act
     logits = 3 * B * T * V * 4
-    return int(16 * params / shards + L * per_layer + logits)
+    per_param = 4 if frozen_base else 16
+    return int(per_param * params / shards + L * per_layer + logits)
 
 
 def check_memory(
@@ -337,6 +345,7 @@ def check_memory(
     device: torch.device,
     dtype: torch.dtype,
     shards: int = 1,
+    frozen_base: bool = False,
 ) -> None:
     """Refuse a run whose estimated need (`training_memory_bytes`) exceeds the device's memory,
     before anything is built, naming the numbers and the flag to change."""
@@ -344,22 +353,22 @@ def check_memory(
     cuda = device.type == "cuda"
     available = torch.cuda.mem_get_info(device)[1] if cuda else free_memory(device)
     where = "GPU memory" if cuda else "free RAM"
-    need = training_memory_bytes(config, batch_size, block_size, dtype, shards)
+
+    def need_at(batch: int, block: int) -> int:
+        return training_memory_bytes(config, batch, block, dtype, shards, frozen_base)
+
+    need = need_at(batch_size, block_size)
     if available is None or need <= available:
         return
     fits_batch = next(
-        (
-            b
-            for b in range(batch_size - 1, 0, -1)
-            if training_memory_bytes(config, b, block_size, dtype, shards) <= available
-        ),
+        (b for b in range(batch_size - 1, 0, -1) if need_at(b, block_size) <= available),
         None,
     )
     fits_block = next(
         (
             t
             for t in (2**k for k in range(20, 2, -1))
-            if t < block_size and training_memory_bytes(config, 1, t, dtype, shards) <= available
+            if t < block_size and need_at(1, t) <= available
         ),
         None,
     )
@@ -585,7 +594,8 @@ def setup(config: TrainConfig, t_start: float, parallel: Parallel | None = None)
         grad_accum = max(1, round(optim.tokens_per_step / (batch_size * world * block_size)))
     steps_per_epoch = max(1, blocks_per_epoch // (batch_size * world * grad_accum))
 
-    replica = training_memory_bytes(model.config, batch_size, block_size, dtype)
+    frozen = config.lora.lora_r is not None
+    replica = training_memory_bytes(model.config, batch_size, block_size, dtype, 1, frozen)
     parallel_note = parallel.distribute(model, config.runtime.parallel, replica, device, seed)
     optimizer = make_optimizer(model, optim, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
