@@ -416,9 +416,11 @@ class Service:
             raise APIError(400, "stream_options needs stream: true.", param="stream_options")
         return prompts, params
 
-    async def completion(self, req: CompletionRequest, is_disconnected: Any) -> dict[str, Any]:
-        """Run a completion request to its end: the `text_completion` object."""
-        started = time.perf_counter()
+    def queue_completion(
+        self, req: CompletionRequest, stream: bool
+    ) -> tuple[list[Prompt], list[Job], asyncio.Queue[Event]]:
+        """Check a completion request (raising its errors now), queue one job per choice, and
+        return the prompts, the jobs and the queue their events arrive in."""
         prompts, params = self.plan_completion(req)
         jobs, inbox = self.make_jobs(
             prompts,
@@ -427,9 +429,15 @@ class Service:
             req.seed,
             logprobs=req.logprobs,
             score_prompt=req.echo and req.logprobs is not None,
-            stream=False,
+            stream=stream,
         )
         self.submit(jobs)
+        return prompts, jobs, inbox
+
+    async def completion(self, req: CompletionRequest, is_disconnected: Any) -> dict[str, Any]:
+        """Run a completion request to its end: the `text_completion` object."""
+        started = time.perf_counter()
+        prompts, jobs, inbox = self.queue_completion(req, stream=False)
         results = await self._results(jobs, inbox, is_disconnected)
         choices = []
         for index in range(len(jobs)):
@@ -467,17 +475,7 @@ class Service:
         """Validate and queue a streamed completion request (raising its errors now), and
         return its Server-Sent Events."""
         started = time.perf_counter()
-        prompts, params = self.plan_completion(req)
-        jobs, inbox = self.make_jobs(
-            prompts,
-            req.n,
-            params,
-            req.seed,
-            logprobs=req.logprobs,
-            score_prompt=req.echo and req.logprobs is not None,
-            stream=True,
-        )
-        self.submit(jobs)
+        prompts, jobs, inbox = self.queue_completion(req, stream=True)
         usage_wanted = req.stream_options is not None and req.stream_options.include_usage
         chunk = _chunk_writer("cmpl", "text_completion", self.model_name, usage_wanted)
 
@@ -577,14 +575,22 @@ class Service:
         k = (req.top_logprobs or 0) if req.logprobs else None
         return prompt, params, k
 
+    def queue_chat(
+        self, req: ChatRequest, stream: bool
+    ) -> tuple[Prompt, int | None, list[Job], asyncio.Queue[Event]]:
+        """Check a chat request (raising its errors now), queue one job per choice, and return
+        the prompt, the logprobs setting, the jobs and the queue their events arrive in."""
+        prompt, params, k = self.plan_chat(req)
+        jobs, inbox = self.make_jobs(
+            [prompt], req.n, params, req.seed, logprobs=k, score_prompt=False, stream=stream
+        )
+        self.submit(jobs)
+        return prompt, k, jobs, inbox
+
     async def chat(self, req: ChatRequest, is_disconnected: Any) -> dict[str, Any]:
         """Run a chat request to its end: the `chat.completion` object."""
         started = time.perf_counter()
-        prompt, params, k = self.plan_chat(req)
-        jobs, inbox = self.make_jobs(
-            [prompt], req.n, params, req.seed, logprobs=k, score_prompt=False, stream=False
-        )
-        self.submit(jobs)
+        prompt, k, jobs, inbox = self.queue_chat(req, stream=False)
         results = await self._results(jobs, inbox, is_disconnected)
         choices = [
             {
@@ -609,11 +615,7 @@ class Service:
         """Validate and queue a streamed chat request (raising its errors now), and return its
         `chat.completion.chunk` events."""
         started = time.perf_counter()
-        prompt, params, k = self.plan_chat(req)
-        jobs, inbox = self.make_jobs(
-            [prompt], req.n, params, req.seed, logprobs=k, score_prompt=False, stream=True
-        )
-        self.submit(jobs)
+        prompt, k, jobs, inbox = self.queue_chat(req, stream=True)
         usage_wanted = req.stream_options is not None and req.stream_options.include_usage
         chunk = _chunk_writer("chatcmpl", "chat.completion.chunk", self.model_name, usage_wanted)
 
