@@ -98,6 +98,49 @@ def free_memory(device: torch.device) -> int | None:
 
 
 # --------------------------------------------------------------------------------------------
+# CPU memory reuse
+#
+# PyTorch has no caching allocator on the CPU: every tensor comes from malloc and goes back to
+# it. glibc serves blocks over its mmap threshold (at most 32 MB) with a fresh mmap and unmaps
+# them on free, so each training step pays page faults, and the kernel's zeroing, for every
+# activation, logit and gradient buffer it allocates again: measured on GPT-2 124M (batch
+# 4 x 128, fp32, 2 cores), 0.24 s of a 1.74 s step, a quarter of it in the kernel.
+
+_MALLOPT = {"M_TRIM_THRESHOLD": -1, "M_MMAP_MAX": -4}
+_KEPT: list[bool] = []
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory in the process and hand it out again instead of
+    unmapping it (no mmap for large blocks; the heap is trimmed only above 2 GiB free), for a
+    long-running CPU job that allocates the same large buffers every step. The resident size
+    then stays near the peak (7% above it measured on 124M). Returns whether it applies: on
+    Linux with glibc, unless $GPT2KIT_MALLOC=system or the user tunes malloc already
+    ($GLIBC_TUNABLES, $MALLOC_MMAP_MAX_, ...). Idempotent."""
+    if _KEPT:
+        return _KEPT[0]
+    tuned = any(k.startswith("MALLOC_") for k in os.environ) or "malloc" in os.environ.get(
+        "GLIBC_TUNABLES", ""
+    )
+    applies = (
+        platform.system() == "Linux"
+        and platform.libc_ver()[0] == "glibc"
+        and os.environ.get("GPT2KIT_MALLOC", "keep") != "system"
+        and not tuned
+    )
+    if applies:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        applies = bool(
+            mallopt(_MALLOPT["M_TRIM_THRESHOLD"], 2**31 - 1) and mallopt(_MALLOPT["M_MMAP_MAX"], 0)
+        )
+    _KEPT.append(applies)
+    return applies
+
+
+# --------------------------------------------------------------------------------------------
 # CPU precision, chosen by measurement
 #
 # Whether bf16 pays on a CPU depends on the chip: with AVX512-BF16 or AMX a bf16 matmul runs

@@ -26,7 +26,13 @@ from gpt2kit.generate.output import SampleOutput
 from gpt2kit.generate.params import GenerationParams
 from gpt2kit.generate.processors import new_seed, sample_seed
 from gpt2kit.model import GPT2
-from gpt2kit.runtime import auto_cpu_precision, free_memory, resolve_device, resolve_precision
+from gpt2kit.runtime import (
+    auto_cpu_precision,
+    free_memory,
+    keep_freed_memory,
+    resolve_device,
+    resolve_precision,
+)
 from gpt2kit.tokenizer import Tokenizer
 
 QUANTIZE = ("none", "int8")
@@ -114,6 +120,8 @@ class Generator:
                 "Drop --quantize (GPUs decode in bf16), or add --device cpu."
             )
         dtype = torch.float32 if quantize == "int8" else resolve_precision(precision, dev)
+        if dev.type == "cpu":
+            keep_freed_memory()  # prompts' logits and caches are allocated again per request
         model, tokenizer, folder = load_model(spec, device=dev, dtype=dtype)
         if precision == "auto" and dev.type == "cpu" and quantize == "none":
             model = model.to(auto_cpu_precision("decode", model.config.n_embd))

@@ -41,6 +41,7 @@ from gpt2kit.runs import RunDir
 from gpt2kit.runtime import (
     auto_cpu_precision,
     free_memory,
+    keep_freed_memory,
     precision_name,
     resolve_device,
     resolve_precision,
@@ -568,6 +569,8 @@ def setup(config: TrainConfig, t_start: float, parallel: Parallel | None = None)
     dtype = resolve_precision(config.runtime.precision, device)
     if device.type == "cpu" and dtype == torch.float16:
         raise UserError("--precision fp16 needs a GPU; on the CPU use fp32 or bf16.")
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for the buffers every step allocates again
     seed, optim = config.runtime.seed, config.optim
     torch.manual_seed(seed)
     with parallel.main_first():
