@@ -33,6 +33,29 @@ def make_hf_model(folder: Path, seed: int = 0, **config_overrides):
     return model
 
 
+def make_adapter(base_dir, out, spec, seed: int = 0):
+    """Our model on `base_dir` with LoRA adapters of `spec` (a `LoraSpec`), B (and, with
+    `bias="all"`, the biases) random, saved to `out` as a PEFT adapter folder; returns the
+    model with the adapters, unmerged, in eval mode."""
+    from gpt2kit import load_model, save_model
+    from gpt2kit.formats.hf import base_ref
+    from gpt2kit.formats.peft import attach_base
+    from gpt2kit.model.lora import add_lora, lora_layers
+
+    model, tokenizer, _ = load_model(base_dir)
+    add_lora(model, spec)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            layer.lora_B.weight.normal_(0, 0.3)
+        for name, p in model.named_parameters():
+            if spec.bias == "all" and name.endswith(".bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    attach_base(model, base_ref(str(base_dir), base_dir))
+    save_model(model, tokenizer, out)
+    return model.eval()
+
+
 @pytest.fixture
 def hf_model_dir(tmp_path: Path) -> Path:
     """A folder holding a tiny random GPT-2 saved by `transformers`."""

@@ -11,34 +11,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_hf_model, run_cli
-from gpt2kit import Generator, load_model, save_model
+from conftest import make_adapter, make_hf_model, run_cli
+from gpt2kit import Generator, load_model
 from gpt2kit.errors import UserError
 from gpt2kit.eval import evaluate_text
-from gpt2kit.formats.hf import base_ref
-from gpt2kit.formats.peft import BASE_REF, attach_base
-from gpt2kit.model.lora import LoraLinear, LoraSpec, add_lora, lora_layers
+from gpt2kit.formats.peft import BASE_REF
+from gpt2kit.model.lora import LoraLinear, LoraSpec, lora_layers
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 IDS = torch.randint(0, 50257, (2, 24), generator=torch.Generator().manual_seed(1))
-
-
-def _our_adapter(base_dir, out, spec: LoraSpec, seed: int = 0):
-    """Our model on `base_dir` with adapters of `spec`, B (and biases) random, saved to `out`."""
-    model, tokenizer, _ = load_model(base_dir)
-    add_lora(model, spec)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for layer in lora_layers(model).values():
-            layer.lora_B.weight.normal_(0, 0.3)
-        for name, p in model.named_parameters():
-            if spec.bias == "all" and name.endswith(".bias"):
-                p.add_(torch.randn_like(p) * 0.1)
-    attach_base(model, base_ref(str(base_dir), base_dir))
-    save_model(model, tokenizer, out)
-    return model.eval()
 
 
 def _peft_logits(base_dir, adapter_dir) -> torch.Tensor:
@@ -56,7 +39,7 @@ SPECS = {
 
 @pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
 def test_our_adapter_loads_in_peft_with_the_same_logits(tmp_path, hf_model_dir, spec):
-    ours = _our_adapter(hf_model_dir, tmp_path / "adapter", spec)
+    ours = make_adapter(hf_model_dir, tmp_path / "adapter", spec)
     files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
     assert files == sorted(["adapter_config.json", "adapter_model.safetensors", BASE_REF])
     keys = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
@@ -122,7 +105,7 @@ def peaky_adapter(tmp_path):
     """A peaked tiny base (so greedy text shows any change) and an adapter of it."""
     base = tmp_path / "base"
     make_hf_model(base, initializer_range=0.5)
-    _our_adapter(base, tmp_path / "adapter", LoraSpec(r=4, alpha=32))
+    make_adapter(base, tmp_path / "adapter", LoraSpec(r=4, alpha=32))
     return base, tmp_path / "adapter"
 
 
