@@ -183,6 +183,27 @@ def test_a_streamed_echo_with_logprobs_matches_the_whole_response(lenient):
         assert values == choice.logprobs.token_logprobs
 
 
+def test_text_offsets_count_characters_when_tokens_split_them(lenient, tiny):
+    # GPT-2 spells each of these characters with two or three byte tokens.
+    _, _, tokenizer, _ = tiny
+    text = "红楼梦 😀 café and more"
+    ids = tokenizer.encode(text)
+    assert len(ids) > len(text.split()) + 6
+    kw = dict(prompt=text, max_tokens=6, temperature=0, echo=True, logprobs=0, ignore_eos=True)
+    whole = complete(lenient, **kw).choices[0]
+    lp = whole.logprobs
+    # Offsets index the returned text: each token of a split character sits at its start.
+    assert lp.text_offset[: len(ids)] == [
+        len(tokenizer.decode(ids[:k]).rstrip("\ufffd")) for k in range(len(ids))
+    ]
+    for token, offset in zip(lp.tokens, lp.text_offset, strict=True):
+        if "\ufffd" not in token:
+            assert whole.text[offset : offset + len(token)] == token
+    chunks = [c.choices[0] for c in complete(lenient, stream=True, **kw) if c.choices]
+    streamed = [o for c in chunks for o in c.logprobs.text_offset]
+    assert streamed == lp.text_offset
+
+
 def test_chat_answers_with_the_template_and_stops_at_the_next_turn(client, server):
     messages = [
         {"role": "system", "content": "You are terse."},

@@ -17,6 +17,7 @@ and the reply is what the model writes after the last `Assistant:`, ended by EOS
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import math
@@ -98,6 +99,22 @@ class TokenText:
         if self.byte_level and piece and all(c in table for c in piece):
             return [table[c] for c in piece]  # the token's own bytes, even part of a character
         return list(self.text(token).encode("utf-8"))
+
+
+class TextOffsets:
+    """Where tokens start in their decoded text, in characters from `start`: a character that
+    several byte tokens spell is counted once it is complete, so each of its tokens sits at
+    its start (what `text_offset` indexes)."""
+
+    def __init__(self, tokens: TokenText, start: int = 0) -> None:
+        self.tokens, self.offset = tokens, start
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def next(self, token: int) -> int:
+        """The offset of `token`, which follows the tokens already given."""
+        offset = self.offset
+        self.offset += len(self.decoder.decode(bytes(self.tokens.bytes(token))))
+        return offset
 
 
 class Service:
@@ -369,9 +386,10 @@ class Service:
         self,
         tokens: Sequence[int],
         logprobs: Sequence[TokenLogprob | None],
-        offset: int,
+        offsets: TextOffsets,
     ) -> dict[str, list]:
-        """The legacy `logprobs` object for `tokens`, the first one at character `offset`."""
+        """The legacy `logprobs` object for `tokens`, placed in the text by `offsets` (which
+        they advance)."""
         out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": []}
         out["text_offset"] = []
         for token, lp in zip(tokens, logprobs, strict=True):
@@ -379,8 +397,7 @@ class Service:
             out["tokens"].append(text)
             out["token_logprobs"].append(None if lp is None else _finite(lp.logprob))
             out["top_logprobs"].append(None if lp is None else self._top(lp))
-            out["text_offset"].append(offset)
-            offset += len(text)
+            out["text_offset"].append(offsets.next(token))
         return out
 
     def chat_logprobs(self, logprobs: Sequence[TokenLogprob]) -> dict[str, list]:
@@ -446,10 +463,13 @@ class Service:
             if req.logprobs is not None:
                 if req.echo:
                     logprobs = self.completion_logprobs(
-                        [*prompt.ids, *r.tokens], [*(r.prompt_logprobs or []), *r.logprobs], 0
+                        [*prompt.ids, *r.tokens],
+                        [*(r.prompt_logprobs or []), *r.logprobs],
+                        TextOffsets(self.tokens),
                     )
                 else:
-                    logprobs = self.completion_logprobs(r.tokens, r.logprobs, len(prompt.text))
+                    offsets = TextOffsets(self.tokens, len(prompt.text))
+                    logprobs = self.completion_logprobs(r.tokens, r.logprobs, offsets)
             text = prompt.text + r.text if req.echo else r.text
             choices.append(
                 {
@@ -480,7 +500,7 @@ class Service:
         chunk = _chunk_writer("cmpl", "text_completion", self.model_name, usage_wanted)
 
         async def stream() -> AsyncIterator[str]:
-            offsets = [0] * len(jobs)  # characters sent per choice (for text_offset)
+            offsets = [TextOffsets(self.tokens) for _ in jobs]  # per choice, for text_offset
             begun = [False] * len(jobs)
             results: list[Result] = []
             guarded = _guarded(self.events(jobs, inbox, is_disconnected))
@@ -503,7 +523,7 @@ class Service:
                                 else []
                             )
                         else:
-                            offsets[i] = len(prompt.text)
+                            offsets[i].offset = len(prompt.text)
                     if isinstance(event, Failure):
                         yield _sse(
                             APIError(500, "The server failed to decode this request.").body()
@@ -524,7 +544,6 @@ class Service:
                     logprobs = None
                     if req.logprobs is not None:
                         logprobs = self.completion_logprobs(tokens, lps, offsets[i])
-                        offsets[i] += sum(len(t) for t in logprobs["tokens"])
                     if text or tokens or finish:
                         choice = {"index": i, "text": text, "logprobs": logprobs}
                         yield chunk([{**choice, "finish_reason": finish}])
