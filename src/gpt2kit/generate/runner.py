@@ -153,7 +153,8 @@ class SlotRunner:
             if self.graph_wanted:
                 if self.graph is None:
                     self._capture()
-                self.graph.replay()
+                with torch.cuda.device(self.cache.k.device):
+                    self.graph.replay()
                 logits = self.graph_out
             else:
                 logits = self._static_forward()
@@ -185,12 +186,22 @@ class SlotRunner:
     def _capture(self) -> None:
         # Warm up on a side stream (as PyTorch asks before capture), then record one step. The
         # warm-up writes this step's column, which the replay right after writes again.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._static_forward()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.graph_out = self._static_forward()
+        # Everything runs under the cache's device: the current device of this thread may be
+        # another GPU (`--device cuda:1`, or a server's scheduler thread, where it is cuda:0),
+        # and the side stream, the capture stream and the work must all be on the model's.
+        # `thread_local`: other threads (a server's event loop) may use CUDA meanwhile.
+        dev = self.cache.k.device
+        with torch.cuda.device(dev):
+            side = torch.cuda.Stream(dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._static_forward()
+            torch.cuda.current_stream(dev).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(
+                graph, stream=torch.cuda.Stream(dev), capture_error_mode="thread_local"
+            ):
+                out = self._static_forward()
+        # Kept only once captured: a capture that failed is tried again at the next step.
+        self.graph, self.graph_out = graph, out
