@@ -7,9 +7,48 @@ import pytest
 import torch
 
 from gpt2kit.generate import Generator
+from gpt2kit.generate.processors import SamplingNoise
+
+
+def test_noise_of_rows_out_of_step_is_found_without_a_tensor_made_from_host_data(monkeypatch):
+    """Rows seeded at different steps (a server's joiners) read their noise at different
+    phases of their blocks. Making that index from a Python list is a host-to-device copy,
+    which on CUDA waits for the GPU every token; it is computed on the device instead."""
+    noise = SamplingNoise([5, None, 7], 50, torch.device("cpu"), steps=8)
+    for _ in range(3):
+        noise.next()
+    noise.seed(1, 6)
+    alone = [SamplingNoise([s], 50, torch.device("cpu"), steps=8) for s in (5, 6, 7)]
+    for _ in range(3):
+        alone[0].next()
+        alone[2].next()
+
+    def no_host_data(*args, **kwargs):
+        raise AssertionError("torch.tensor(host data) in SamplingNoise.next")
+
+    monkeypatch.setattr(torch, "tensor", no_host_data)
+    for _ in range(12):
+        step = noise.next()
+        assert all(torch.equal(step[i], a.next()[0]) for i, a in enumerate(alone))
 
 
 # -- on a GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_noise_of_rows_out_of_step_on_cuda_depends_only_on_each_seed():
+    cuda = torch.device("cuda")
+    noise = SamplingNoise([5, None], 50, cuda)  # 8 steps a block off the CPU
+    for _ in range(3):
+        noise.next()
+    noise.seed(1, 6)
+    alone = [SamplingNoise([s], 50, cuda) for s in (5, 6)]
+    for _ in range(3):
+        alone[0].next()
+    for _ in range(20):
+        step = noise.next()
+        assert all(torch.equal(step[i], a.next()[0]) for i, a in enumerate(alone))
 
 
 @pytest.mark.gpu

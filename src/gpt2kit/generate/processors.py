@@ -159,6 +159,11 @@ class SamplingNoise:
         self.block = torch.ones((len(seeds), self.steps, vocab), device=device)  # (B, K, V)
         self.gens: list[torch.Generator | None] = [None] * len(seeds)
         self.drawn = [0] * len(seeds)  # steps of noise each row has used
+        self.calls = 0  # steps drawn so far (calls to `next`)
+        # Per row, `calls` when it was seeded, on the device: rows out of step find their
+        # noise with device arithmetic, not a host-to-device copy (a sync) every step.
+        self.seeded_at = torch.zeros(len(seeds), dtype=torch.long, device=device)
+        self.rows = torch.arange(len(seeds), device=device)
         for row, seed in enumerate(seeds):
             if seed is not None:
                 self.seed(row, seed)
@@ -167,6 +172,7 @@ class SamplingNoise:
         """Start row `row` over with a generator seeded with `seed`."""
         self.gens[row] = torch.Generator(device=self.device).manual_seed(seed)
         self.drawn[row] = 0
+        self.seeded_at[row] = self.calls
 
     def clear(self, row: int) -> None:
         """Stop drawing noise for row `row`."""
@@ -181,8 +187,10 @@ class SamplingNoise:
                 if k == 0:
                     self.block[row].exponential_(1, generator=gen)
                 self.drawn[row] += 1
+        self.calls += 1
         seeded = {phases[row] for row, gen in enumerate(self.gens) if gen is not None}
         if len(seeded) <= 1:  # the seeded rows are in step (always on the CPU): a view
             return self.block[:, seeded.pop() if seeded else 0]
-        index = torch.tensor(phases, device=self.device)
-        return self.block[torch.arange(len(phases), device=self.device), index]  # (B, V)
+        # A seeded row's phase, drawn % steps, is (calls before this one - seeded_at) % steps.
+        index = (self.calls - 1 - self.seeded_at).remainder(self.steps)  # (B,)
+        return self.block[self.rows, index]  # (B, V)
