@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gpt2kit.errors import UserError
 from gpt2kit.generate import Generator
+from gpt2kit.generate import generator as generator_module
 from gpt2kit.generate.processors import SamplingNoise
 
 
@@ -30,6 +32,26 @@ def test_noise_of_rows_out_of_step_is_found_without_a_tensor_made_from_host_data
     for _ in range(12):
         step = noise.next()
         assert all(torch.equal(step[i], a.next()[0]) for i, a in enumerate(alone))
+
+
+class _OnCuda(Generator):
+    device = torch.device("cuda")  # what the memory check reads; nothing runs
+
+
+def test_decoding_memory_check_counts_what_pytorch_keeps_cached_as_free(peaky, monkeypatch):
+    """`mem_get_info` counts the blocks PyTorch's allocator keeps for reuse (an earlier call's
+    cache and logits) as used; they are this process's to use, so a batch that fits in them is
+    not refused."""
+    _, gen, _ = peaky
+    on_cuda = _OnCuda(gen.model, gen.tokenizer)
+    gib = 2**30
+    monkeypatch.setattr(generator_module, "free_memory", lambda device: gib // 1024)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 10 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1 * gib)
+    on_cuda._check_memory(batch=4, capacity=64)  # fits in the 9 GiB cached: no error
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 10 * gib)
+    with pytest.raises(UserError, match="--batch-size"):
+        on_cuda._check_memory(batch=10**6, capacity=64)
 
 
 # -- on a GPU

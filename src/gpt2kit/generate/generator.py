@@ -279,6 +279,14 @@ class Generator:
         logits = cfg.vocab_size * (itemsize + 3 * 4)  # the logits, float32 scores, probs, noise
         need = batch * (cache + logits)
         free = free_memory(self.device)
+        if free is not None and self.device.type == "cuda":
+            # PyTorch keeps freed blocks (an earlier call's cache and logits) for reuse: free
+            # to this process, though not to the driver's count
+            free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(
+                self.device
+            )
+            if self._engine is not None:  # a kept engine that will not fit is dropped first
+                free += self._engine.runner.cache.k.nbytes * 2
         if free is not None and need > free:
             fits = max(1, int(free // (cache + logits)) // 2)
             raise UserError(
@@ -299,6 +307,7 @@ class Generator:
         ):
             e.reset()  # a run left unfinished (a stream closed early) leaves busy slots
             return e
+        self._engine = None  # its cache and graph are freed before the new one is made
         e = DecodeEngine(
             self.model,
             self.tokenizer,
