@@ -316,13 +316,15 @@ def training_memory_bytes(
     dtype: torch.dtype,
     shards: int = 1,
     frozen_base: bool = False,
+    fused_attention: bool = False,
 ) -> int:
     """A conservative estimate of the memory one training step needs: fp32 weights, gradients
     and AdamW's two moments (16 bytes a parameter, split in `shards` under FSDP; 4 bytes for a
     `frozen_base` under LoRA adapters, whose own few parameters are left out), the
     activations kept for the backward pass (Korthikanti et al. 2022: 34 + 5 x heads x T / width
-    values per token and layer, doubled for the unfused attention of CPUs), and the logits
-    with their gradient."""
+    values per token and layer, the second term doubled for the unfused attention of CPUs and
+    dropped with `fused_attention`: CUDA's flash and memory-efficient SDPA kernels keep no
+    T x T scores), and the logits with their gradient."""
     C, L, H, T, B, V = (
         config.n_embd,
         config.n_layer,
@@ -333,7 +335,8 @@ def training_memory_bytes(
     )
     params = V * C + config.n_positions * C + L * (12 * C * C + 13 * C) + 2 * C
     act = 2 if dtype in (torch.bfloat16, torch.float16) else 4
-    per_layer = B * T * C * (34 + 2 * 5 * H * T / C) * act
+    scores = 0 if fused_attention else 2 * 5 * H * T / C  # (B, H, T, T) kept per layer
+    per_layer = B * T * C * (34 + scores) * act
     logits = 3 * B * T * V * 4
     per_param = 4 if frozen_base else 16
     return int(per_param * params / shards + L * per_layer + logits)
@@ -356,7 +359,7 @@ def check_memory(
     where = "GPU memory" if cuda else "free RAM"
 
     def need_at(batch: int, block: int) -> int:
-        return training_memory_bytes(config, batch, block, dtype, shards, frozen_base)
+        return training_memory_bytes(config, batch, block, dtype, shards, frozen_base, cuda)
 
     need = need_at(batch_size, block_size)
     if available is None or need <= available:
@@ -598,7 +601,9 @@ def setup(config: TrainConfig, t_start: float, parallel: Parallel | None = None)
     steps_per_epoch = max(1, blocks_per_epoch // (batch_size * world * grad_accum))
 
     frozen = config.lora.lora_r is not None
-    replica = training_memory_bytes(model.config, batch_size, block_size, dtype, 1, frozen)
+    replica = training_memory_bytes(
+        model.config, batch_size, block_size, dtype, 1, frozen, device.type == "cuda"
+    )
     parallel_note = parallel.distribute(model, config.runtime.parallel, replica, device, seed)
     optimizer = make_optimizer(model, optim, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
