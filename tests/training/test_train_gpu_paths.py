@@ -29,3 +29,29 @@ def test_a_cuda_run_is_not_refused_for_attention_scores_its_fused_kernels_never_
     cpu = training_setup.training_memory_bytes(config, 64, 1024, bf16)
     fused = training_setup.training_memory_bytes(config, 64, 1024, bf16, fused_attention=True)
     assert fused < H200_BYTES < cpu  # the CPU keeps its (unfused attention) estimate
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_timing_steps_for_max_time_leaves_the_gpu_random_state_as_it_was():
+    """--max-time alone times a few passes before the run; with dropout on a GPU they draw
+    from the device's generator, which is put back, as the CPU's is."""
+    import contextlib
+
+    import numpy as np
+
+    from gpt2kit.data.sampler import BlockSampler
+    from gpt2kit.model import GPT2
+
+    cuda = torch.device("cuda")
+    model = GPT2(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=32, vocab_size=64))
+    model.to(cuda).train()
+    tokens = np.random.default_rng(0).integers(0, 64, 4096).astype(np.uint16)
+    sampler = BlockSampler(tokens, 16, 4, seed=0)
+    before = torch.cuda.get_rng_state(cuda)
+    steps = training_setup.steps_for_budget(
+        model, sampler, 1, contextlib.nullcontext(), cuda, seconds=60, eval_every=10,
+        val_tokens=64,
+    )  # fmt: skip
+    assert steps >= 1
+    assert torch.equal(torch.cuda.get_rng_state(cuda), before)

@@ -444,6 +444,8 @@ def steps_for_budget(
     run rank 0's clock decides, so that every rank runs as many passes and gets its count."""
     parallel = parallel or Parallel()
     rng = torch.get_rng_state()
+    # dropout on a GPU draws from the device's generator, which must be left as it was too
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
     def one() -> None:
         for _ in range(grad_accum):
@@ -465,6 +467,8 @@ def steps_for_budget(
         n += 1
     step = parallel.from_main(lambda: (time.perf_counter() - t0) / n * 1.1)  # + optimizer, logs
     torch.set_rng_state(rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state(cuda_rng, device)
     tokens = sampler.batch * sampler.block * grad_accum
     eval_per_step = step / 3 * (val_tokens / tokens) / eval_every  # forward only, every N steps
     reserve = 2 * step / 3 * (val_tokens / tokens) + 2.0  # the last evaluation and the export
