@@ -68,3 +68,19 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def chmod_like_new_file(path: str | Path) -> None:
+    """Give `path` the permissions `open()` gives a new file (0o666 less the umask), for a file
+    a library wrote through a private 0600 temporary file (safetensors >= 0.8 does, #782)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    umask = os.umask(0)  # elsewhere reading it means setting it
+    os.umask(umask)
+    return umask

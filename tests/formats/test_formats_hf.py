@@ -4,6 +4,8 @@ greedy tokens, the original key layout, and hub ids resolved through the local c
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,24 @@ def test_saved_folder_loads_in_transformers_without_warnings(tmp_path):
     again, _, _ = load_model(folder)
     for (n, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
+
+
+def test_saved_weights_are_as_readable_as_the_other_files(tmp_path):
+    # safetensors writes through a 0600 temporary file (safetensors#782); the weights follow
+    # the umask as config.json does, or another user (a server, a container) cannot load them.
+    from gpt2kit.model.lora import LoraSpec, add_lora
+
+    model = GPT2(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32)).eval()
+    umask = os.umask(0o022)
+    try:
+        full = save_model(model, gpt2_tokenizer(), tmp_path / "full")
+        add_lora(model, LoraSpec(r=2, alpha=4))
+        adapter = save_model(model, gpt2_tokenizer(), tmp_path / "adapter")
+    finally:
+        os.umask(umask)
+    for folder in (full, adapter):
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+        assert set(modes.values()) == {0o644}, modes
 
 
 def test_pipeline_greedy_equals_cli_greedy(tmp_path):

@@ -30,6 +30,7 @@ from gpt2kit.formats.peft import (
     read_adapter,
     save_adapter,
 )
+from gpt2kit.fsutil import chmod_like_new_file
 from gpt2kit.model import GPT2, GPT2Config
 from gpt2kit.model.lora import lora_spec
 from gpt2kit.tokenizer import Tokenizer, gpt2_tokenizer, load_tokenizer
@@ -348,6 +349,7 @@ def save_model(
     config_dict["bos_token_id"] = config_dict["eos_token_id"] = tokenizer.eos_id
     (folder / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
     save_file(hf_state_dict(model), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    chmod_like_new_file(folder / "model.safetensors")
     gen = {"bos_token_id": tokenizer.eos_id, "eos_token_id": tokenizer.eos_id, **(generation or {})}
     (folder / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     tokenizer.save(folder, model_max_length=config.n_positions)

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gpt2kit.errors import UserError
+from gpt2kit.fsutil import chmod_like_new_file
 from gpt2kit.model import GPT2
 from gpt2kit.model.lora import (
     LoraSpec,
@@ -101,6 +102,7 @@ def save_adapter(model: GPT2, folder: str | Path) -> Path:
     (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     state = {_PREFIX + k: t.contiguous().cpu() for k, t in lora_state_dict(model).items()}
     save_file(state, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    chmod_like_new_file(folder / ADAPTER_WEIGHTS)
     if base is not None:
         c = model.config  # the dropout training set, for an exact resume
         dropout = dict(resid_pdrop=c.resid_pdrop, embd_pdrop=c.embd_pdrop, attn_pdrop=c.attn_pdrop)
