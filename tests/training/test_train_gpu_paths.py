@@ -55,3 +55,18 @@ def test_timing_steps_for_max_time_leaves_the_gpu_random_state_as_it_was():
     )  # fmt: skip
     assert steps >= 1
     assert torch.equal(torch.cuda.get_rng_state(cuda), before)
+
+
+def test_fsdp2_is_found_where_torch_2_4_and_2_5_keep_it(monkeypatch):
+    """The project supports torch 2.4+: `fully_shard` is public in `torch.distributed.fsdp`
+    from 2.6 only, DTensor in `torch.distributed.tensor` from 2.5; before, both live in
+    private modules, which the NCCL and gloo paths then use."""
+    import torch.distributed.fsdp
+    from torch.distributed._composable.fsdp import fully_shard
+
+    from gpt2kit.training import distributed
+
+    monkeypatch.delattr(torch.distributed.fsdp, "fully_shard")  # as in torch 2.4 and 2.5
+    assert distributed._fully_shard() is fully_shard
+    dtensor, distribute = distributed._dtensor_api()
+    assert dtensor.__name__ == "DTensor" and distribute.__name__ == "distribute_tensor"

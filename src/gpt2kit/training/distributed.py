@@ -25,6 +25,7 @@ What each rank does differently is decided here:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -131,8 +132,8 @@ class Parallel:
         self.mode, self._model = mode, model
         if mode == "fsdp":
             from torch.distributed.device_mesh import init_device_mesh
-            from torch.distributed.fsdp import fully_shard
 
+            fully_shard = _fully_shard()
             mesh = init_device_mesh(device.type, (self.world_size,))
             for block in model.transformer.h:
                 fully_shard(block, mesh=mesh)
@@ -278,8 +279,10 @@ class Parallel:
     def _sharded_optimizer_state(self, state: dict, optimizer: torch.optim.Optimizer) -> dict:
         """A single-process optimizer state with each tensor cut to this rank's shard of its
         parameter (every rank read the same file, so no communication is needed)."""
-        from torch.distributed.tensor import DTensor, distribute_tensor
-
+        DTensor, distribute_tensor = _dtensor_api()
+        # Every rank holds the whole value: no scatter from rank 0 is needed (torch 2.7+).
+        no_source = "src_data_rank" in inspect.signature(distribute_tensor).parameters
+        extra = {"src_data_rank": None} if no_source else {}
         params = [p for group in optimizer.param_groups for p in group["params"]]
         for index, per_param in state["state"].items():
             p = params[int(index)]
@@ -288,9 +291,29 @@ class Parallel:
             for key, value in per_param.items():
                 if key != "step" and value.shape == p.shape:
                     per_param[key] = distribute_tensor(
-                        value.to(p.device), p.device_mesh, p.placements, src_data_rank=None
+                        value.to(p.device), p.device_mesh, p.placements, **extra
                     )
         return state
+
+
+def _fully_shard() -> Callable[..., Any]:
+    """FSDP2's `fully_shard`: public in `torch.distributed.fsdp` from torch 2.6, in
+    `torch.distributed._composable.fsdp` before (the project supports torch 2.4+)."""
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:
+        from torch.distributed._composable.fsdp import fully_shard
+    return fully_shard
+
+
+def _dtensor_api() -> tuple[type, Callable[..., Any]]:
+    """`DTensor` and `distribute_tensor`: public in `torch.distributed.tensor` from torch 2.5,
+    in `torch.distributed._tensor` before."""
+    try:
+        from torch.distributed.tensor import DTensor, distribute_tensor
+    except ImportError:
+        from torch.distributed._tensor import DTensor, distribute_tensor
+    return DTensor, distribute_tensor
 
 
 @contextlib.contextmanager
