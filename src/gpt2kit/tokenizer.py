@@ -82,6 +82,14 @@ class Tokenizer:
         """The text of `ids`."""
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
+    def count_chars(self, ids: Iterable[int]) -> int:
+        """Characters of the text `ids` encode: their decoded text without special tokens,
+        plus one for each `<|unk|>` (a character a `char` vocabulary never saw)."""
+        ids = [int(i) for i in ids]
+        unk = self.backend.token_to_id(UNK_TOKEN)
+        unknown = 0 if unk is None else ids.count(unk)
+        return len(self.decode(ids, skip_special_tokens=True)) + unknown
+
     def save(self, folder: str | Path, model_max_length: int = 1024) -> None:
         """Write the tokenizer as Hugging Face expects it in a model folder.
 

@@ -165,3 +165,21 @@ def test_eval_defaults_work_on_a_model_with_a_short_context(tmp_path):
     result = json.loads(r.stdout)
     assert result["block_size"] == 64 and result["stride"] == 32
     assert EvalConfig(model="m", sources=["x"]).stride is None
+
+
+def test_max_tokens_counts_the_characters_the_vocabulary_lacks():
+    """A char tokenizer maps a character its training text never showed to `<|unk|>`, one id
+    for one character: cutting the text to --max-tokens must still count it."""
+    from gpt2kit import GPT2, GPT2Config
+    from gpt2kit.tokenizer import train_char
+
+    tokenizer = train_char(["abc abc"])
+    config = GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32)
+    config.vocab_size = tokenizer.vocab_size
+    model = GPT2(config).eval()
+    text = "abc xyz 寶玉 abc " * 4
+    assert len(tokenizer.encode(text)) == len(text)
+    whole = evaluate_text(model, tokenizer, text)
+    cut = evaluate_text(model, tokenizer, text, max_tokens=len(text) - 1)
+    assert whole["chars"] == len(text) - 1  # token 0 is not scored
+    assert cut["chars"] == len(text) - 2

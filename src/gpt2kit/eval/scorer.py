@@ -191,7 +191,7 @@ def evaluate_ids(
     """
     if max_tokens is not None and len(ids) > max_tokens:
         ids = ids[:max_tokens]
-        chars = len(tokenizer.decode([int(i) for i in ids], skip_special_tokens=True))
+        chars = tokenizer.count_chars(ids)
     block = block_size or model.config.n_positions
     stride = stride or default_stride(block)
     nats, scored = score_tokens(model, ids, stride, block, batch_size, progress)
@@ -205,4 +205,4 @@ def unscored_chars(
     """Characters of the tokens that no window scores (see `sliding_windows`): token 0 and,
     with disjoint windows (`stride == block_size`), the first token of every window."""
     skipped = [0, *range(block_size, len(ids), block_size)] if stride == block_size else [0]
-    return sum(len(tokenizer.decode([int(ids[t])], skip_special_tokens=True)) for t in skipped)
+    return sum(tokenizer.count_chars([ids[t]]) for t in skipped)
