@@ -171,14 +171,16 @@ LABELS = {
 }
 
 
-def run(side: str, args: dict) -> dict:
-    """Run one side in a fresh subprocess and return its {"seconds", "tokens", "steps"}."""
+def run(side: str, args: dict) -> dict | None:
+    """Run one side in a fresh subprocess and return its {"seconds", "tokens", "steps"}, or
+    None (its error printed) when it fails."""
     payload = json.dumps({**args, "side": side})
     result = subprocess.run(
         [sys.executable, "-c", SCRIPTS[side], payload], capture_output=True, text=True
     )
     if result.returncode != 0:
-        raise SystemExit(f"{side} failed:\n{result.stderr[-3000:]}")
+        print(f"{side} failed:\n{result.stderr[-3000:]}", file=sys.stderr)
+        return None
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -221,8 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     precision = a.precision if a.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
     compile_ = a.compile == "on" or (a.compile == "auto" and device == "cuda")
-    sides = a.sides or list(SCRIPTS)
-    results = {}
+    # gpt2kit first, and the JSON rewritten after every side: under a time limit (the GPU
+    # check's), or when a reference fails, what was measured is kept
+    sides = sorted(a.sides or list(SCRIPTS), key=lambda side: side != "ours")
+    where = (
+        torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    results, rows, failed = {}, [], []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         torch.manual_seed(0)
@@ -232,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         model = transformers.GPT2LMHeadModel(config)
         params = sum(p.numel() for p in model.parameters())
+        fpt = flops_per_token(a.n_layer, a.n_embd, a.block_size, params)
         model.save_pretrained(folder)
         gpt2_tokenizer().save(folder)
         for side in sides:
@@ -241,34 +251,35 @@ def main(argv: list[str] | None = None) -> int:
                 device=device, precision="fp32" if side == "seed" else precision,
                 compile=compile_ and side != "seed",
             )  # fmt: skip
-            results[side] = run(side, args)
-    where = (
-        torch.cuda.get_device_name()
-        if device == "cuda"
-        else f"CPU ({torch.get_num_threads()} threads)"
-    )
+            result = run(side, args)
+            if result is None:
+                failed.append(side)
+                continue
+            results[side] = result
+            rate = result["tokens"] / result["seconds"]
+            mfu = rate * fpt / (a.peak_tflops * 1e12) if device == "cuda" else None
+            rows.append({"side": side, "tokens_per_s": round(rate, 1), "mfu": mfu})
+            print(f"{side}: {rate:,.0f} tokens/s", flush=True)
+            if a.json:
+                Path(a.json).write_text(json.dumps({"device": where, "results": rows}, indent=2))
     print(
         f"{where}, torch {torch.__version__}, transformers {transformers.__version__}; model "
         f"{a.n_layer} x {a.n_embd} ({params / 1e6:.0f}M), batch {a.batch_size} x block "
         f"{a.block_size}, {a.steps} timed steps after {a.warmup}; {precision}, compile "
         f"{'on' if compile_ else 'off'} (the seed recipe: fp32, no compile)"
     )
-    fpt = flops_per_token(a.n_layer, a.n_embd, a.block_size, params)
-    rows = []
-    for side, r in results.items():
-        rate = r["tokens"] / r["seconds"]
-        mfu = rate * fpt / (a.peak_tflops * 1e12) if device == "cuda" else None
-        rows.append({"side": side, "tokens_per_s": round(rate, 1), "mfu": mfu})
-        line = f"{LABELS[side]:32s} {rate:12,.0f} tokens/s ({r['seconds']:.2f} s)"
+    for row in rows:
+        side, rate, mfu = row["side"], row["tokens_per_s"], row["mfu"]
+        line = f"{LABELS[side]:32s} {rate:12,.0f} tokens/s ({results[side]['seconds']:.2f} s)"
         print(line + (f"  MFU {100 * mfu:.1f}%" if mfu is not None else ""))
     if "ours" in results:
         ours = results["ours"]["tokens"] / results["ours"]["seconds"]
         for side, r in results.items():
             if side != "ours":
                 print(f"ratio gpt2kit / {side}: {ours / (r['tokens'] / r['seconds']):.2f}x")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"device": where, "results": rows}, indent=2))
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)} (see above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
