@@ -317,3 +317,24 @@ def test_max_tokens_0_with_echo_returns_the_prompt_only(lenient, stream):
         assert chunks[-1].choices[0].finish_reason == "length"
     else:
         assert r.choices[0].text == PROMPT and r.usage.completion_tokens == 0
+
+
+def test_text_held_back_for_a_stop_string_sends_no_empty_chunks(client, lenient):
+    # A stop string that starts with the 3rd and 4th tokens holds their text back until the
+    # 5th shows it is not there; meanwhile a stream sends nothing (OpenAI never sends "").
+    kw = dict(prompt=PROMPT, max_tokens=12, temperature=0, ignore_eos=True)
+    tokens = complete(client, logprobs=0, **kw).choices[0].logprobs.tokens
+    stop = tokens[2] + tokens[3] + "\x00"
+    chunks = [c.choices[0] for c in complete(lenient, stream=True, stop=[stop], **kw)]
+    assert "".join(c.text for c in chunks) == "".join(tokens)
+    assert all(c.text for c in chunks[:-1]), [c.text for c in chunks]
+    messages = [{"role": "user", "content": "Tell me a story"}]
+    chat = dict(model=NAME, messages=messages, max_tokens=12, temperature=0)
+    reply = client.chat.completions.create(logprobs=True, **chat).choices[0]
+    pieces = [e.token for e in reply.logprobs.content]
+    stream = client.chat.completions.create(
+        stream=True, stop=[pieces[2] + pieces[3] + "\x00"], **chat
+    )
+    deltas = [c.choices[0].delta for c in stream if c.choices][1:-1]  # after the role's
+    assert "".join(d.content for d in deltas) == reply.message.content
+    assert all(d.content for d in deltas), [d.content for d in deltas]

@@ -544,7 +544,7 @@ class Service:
                     logprobs = None
                     if req.logprobs is not None:
                         logprobs = self.completion_logprobs(tokens, lps, offsets[i])
-                    if text or tokens or finish:
+                    if text or finish or (logprobs and tokens):  # not "" (held back)
                         choice = {"index": i, "text": text, "logprobs": logprobs}
                         yield chunk([{**choice, "finish_reason": finish}])
             if usage_wanted:
@@ -659,6 +659,8 @@ class Service:
                     i = event.index
                     if isinstance(event, Update):
                         lps = event.logprobs or []
+                        if not event.text and (k is None or not lps):
+                            continue  # text held back (a stop string may begin): nothing to send
                         delta, finish = {"content": event.text}, None
                     else:
                         results.append(event)
