@@ -194,7 +194,8 @@ class Parallel:
         if self.distributed:
             flags = torch.tensor([arrived, int(out_of_time)], device=device)
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            arrived, out_of_time = int(flags[0]), bool(flags[1])
+            arrived, out_of_time = flags.tolist()  # one read back (on NCCL, one sync)
+            out_of_time = bool(out_of_time)
         signals.received = arrived or None
         return out_of_time
 
