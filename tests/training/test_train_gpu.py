@@ -40,5 +40,6 @@ def test_bf16_compiled_training_on_cuda_learns_and_saves_a_model_the_cpu_loads(c
 
 
 def test_bf16_autocast_was_used_on_cuda(corpus, tmp_path, capsys):
-    train(tiny_train_config(corpus, tmp_path / "run", device="cuda", max_steps=2))
+    # uncompiled: the test above covers torch.compile, and the GPU check's tests have 90 s
+    train(tiny_train_config(corpus, tmp_path / "run", device="cuda", max_steps=2, compile="off"))
     assert "precision bf16" in capsys.readouterr().out
