@@ -158,6 +158,7 @@ def _bad_inputs(tmp_path):
     (tmp_path / "list.json").write_text('{"text": "an object, not a list"}')
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": nope}\n')
     (tmp_path / "nofield.jsonl").write_text('{"body": "hello"}\n')
+    (tmp_path / "tab.jsonl").write_text('{"text": "a\tb"}\n')  # a raw tab inside a string
     (tmp_path / "binary.txt").write_bytes(b"abc\x00\x01\x02def")
     (tmp_path / "latin.txt").write_bytes("naïve café".encode("latin-1"))
     (tmp_path / "fake.txt.gz").write_bytes(b"not gzip at all")
@@ -172,6 +173,7 @@ def _bad_inputs(tmp_path):
         (["{t}/bad.json"], "bad.json line 3: invalid JSON"),
         (["{t}/list.json"], "list.json line 1: expected a JSON list of records"),
         (["{t}/bad.jsonl"], "bad.jsonl line 2: invalid JSON"),
+        (["{t}/tab.jsonl"], "line 1: invalid JSON (Invalid control character at column 12)"),
         (["{t}/nofield.jsonl"], "no field 'text' (its fields: 'body'); pass --text-field NAME"),
         (["{t}/binary.txt"], "binary.txt looks like a binary file (a NUL byte at byte offset 3)"),
         (

@@ -605,7 +605,8 @@ def _jsonl_records(blocks: Iterator[str], path: Path | None) -> Iterator[tuple[A
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(
-                f"{path} line {line_no}: invalid JSON ({e.msg} at column {e.colno})."
+                f"{path} line {line_no}: invalid JSON ({e.msg.removesuffix(' at')} at column "
+                f"{e.colno})."
             ) from None
         yield record, line_no
 
@@ -664,7 +665,7 @@ def _json_records(blocks: Iterator[str], path: Path | None) -> Iterator[tuple[An
                 break
             except json.JSONDecodeError as e:
                 if len(buf) - pos > MAX_JSON_RECORD or not refill():
-                    raise fail(f"invalid JSON ({e.msg}).", e.pos) from None
+                    raise fail(f"invalid JSON ({e.msg.removesuffix(' at')}).", e.pos) from None
         yield record, line + buf.count("\n", 0, pos)
         pos = end
     if skip_ws():
