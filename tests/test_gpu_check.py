@@ -18,10 +18,10 @@ def test_gpu_check_tiny_runs_every_part_and_prints_the_table(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = (tmp_path / "table.md").read_text()
-    for side in ("hf", "lean", "ours"):
+    for side in ("hf", "lean", "ours", "seed"):
         assert f"| {side} |" in table and "tokens/s" in table
     assert "| decode batch 1 (" in table and "| decode batch 2 (" in table
     assert "| same greedy tokens as HF | True |" in table
     assert "gpt2kit / side" in table
-    for part in ("tests", "train", "decode"):
+    for part in ("tests", "train", "seed", "decode"):
         assert f"== {part}: exit 0" in result.stdout
