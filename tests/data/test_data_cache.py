@@ -161,6 +161,7 @@ def _bad_inputs(tmp_path):
     (tmp_path / "tab.jsonl").write_text('{"text": "a\tb"}\n')  # a raw tab inside a string
     (tmp_path / "binary.txt").write_bytes(b"abc\x00\x01\x02def")
     (tmp_path / "latin.txt").write_bytes("naïve café".encode("latin-1"))
+    (tmp_path / "notepad.txt").write_text("naïve café\n", encoding="utf-16")  # with its BOM
     (tmp_path / "fake.txt.gz").write_bytes(b"not gzip at all")
     (tmp_path / "ok.txt").write_text("Fine text.")
     return [
@@ -180,6 +181,8 @@ def _bad_inputs(tmp_path):
             ["{t}/latin.txt"],
             "latin.txt is not valid utf-8 text: 0xef at byte offset 2 cannot be decoded",
         ),
+        (["{t}/notepad.txt"], "notepad.txt is UTF-16 text (it starts with a UTF-16 byte-order"),
+        (["{t}/notepad.txt"], "mark), not utf-8: pass --encoding utf-16"),
         (["{t}/fake.txt.gz"], "fake.txt.gz is not a valid gzip file"),
         (["{t}/ok.txt", "--val-fraction", "2", "--tokenizer", "bpe:12"], "bpe:VOCAB_SIZE"),
         (["{t}/ok.txt", "--val-fraction", "2"], "--val-fraction must be between 0 and 1"),

@@ -44,6 +44,14 @@ if TYPE_CHECKING:
 PIECE_CHARS = 1 << 18  # a document longer than this is tokenized in pieces of about this size
 BLOCK_BYTES = 1 << 20  # files are read this many bytes at a time
 SNIFF_BYTES = 8192  # bytes looked at to tell text from binary in a folder
+# Byte-order marks of the encodings whose text is full of NUL bytes (UTF-32's first: it starts
+# with UTF-16 LE's), so such a file is named for what it is rather than called binary.
+WIDE_BOMS = [
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+]
 MAX_JSON_RECORD = 64 << 20  # a .json record larger than this is reported as malformed
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
@@ -391,6 +399,12 @@ def decoded_blocks(source: Source, reading: ReadOptions, advance: Advance) -> It
             advance(now - where)
             where = now
             if check_nul and b"\x00" in block:
+                wide = next((n for bom, n in WIDE_BOMS if block.startswith(bom)), None)
+                if offset == 0 and wide is not None:
+                    raise UserError(
+                        f"{source.path} is {wide.upper()} text (it starts with a {wide.upper()} "
+                        f"byte-order mark), not {reading.encoding}: pass --encoding {wide}."
+                    )
                 at = offset + block.index(b"\x00")
                 raise UserError(
                     f"{source.path} looks like a binary file (a NUL byte at byte offset {at}), "
