@@ -59,6 +59,18 @@ def test_yaml_keys_are_flat_and_flags_win(tmp_path):
         build_config(Command, {}, path)
 
 
+def test_every_problem_of_a_yaml_file_is_reported_at_once(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: fast\nsteps: many\nstepz: 3\n")
+    with pytest.raises(UserError) as e:
+        build_config(Command, {}, path)
+    assert e.value.problems[0].startswith("unknown keys: stepz.")
+    assert e.value.problems[1:] == [
+        "Config key 'lr': 'fast' is not a valid float.",
+        "Config key 'steps': 'many' is not a valid int.",
+    ]
+
+
 def test_to_dict_is_flat_and_reads_back(tmp_path):
     c = parse(["x", "--lr", "0.125"])
     d = to_dict(c)

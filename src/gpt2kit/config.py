@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from gpt2kit.errors import UserError
+from gpt2kit.errors import UserError, raise_if_problems
 
 T = TypeVar("T")
 
@@ -265,12 +265,18 @@ def build_config(
         derived = getattr(cls, "DERIVED_KEYS", ())  # recorded beside the options; not options
         file_values = {k: v for k, v in load_yaml(yaml_path).items() if k not in derived}
         unknown = sorted(set(file_values) - set(hints))
+        problems = []
         if unknown:
-            raise UserError(
-                f"Config file {yaml_path} has unknown keys: {', '.join(unknown)}. "
-                f"Known keys: {', '.join(sorted(hints))}."
+            problems.append(
+                f"unknown keys: {', '.join(unknown)}. Known keys: {', '.join(sorted(hints))}."
             )
-        values.update({k: _coerce(k, v, hints[k]) for k, v in file_values.items()})
+        for k, v in file_values.items():
+            if k in hints:
+                try:
+                    values[k] = _coerce(k, v, hints[k])
+                except UserError as e:
+                    problems.append(str(e))
+        raise_if_problems(problems, f"Config file {yaml_path} has problems:")
     values.update({k: v for k, v in given.items() if k in hints})
     missing = [
         f.name
