@@ -136,6 +136,19 @@ def test_a_model_id_with_slashes_is_listed_retrieved_and_accepted(tiny):
         assert httpx.post(live.base + "/v1/completions", json=body).status_code == 200
 
 
+def test_a_request_without_max_tokens_fits_a_lower_max_tokens_limit(tiny):
+    # The default of 16 is capped by --max-tokens-limit, as chat's default is: a request that
+    # names no max_tokens cannot be over the limit.
+    with LiveServer(make_app(tiny, max_tokens_limit=4, api_key=None)) as live:
+        client = openai_client(live.base)
+        r = client.completions.create(model=NAME, prompt="Hi", extra_body={"ignore_eos": True})
+        assert r.usage.completion_tokens == 4 and r.choices[0].finish_reason == "length"
+        body = {"prompt": "Hi", "max_tokens": 5}
+        assert error_of(httpx.post(live.base + "/v1/completions", json=body), 400)["param"] == (
+            "max_tokens"
+        )
+
+
 def test_an_oversize_body_is_a_413(server):
     body = {"prompt": "x" * 1_100_000, "max_tokens": 1}
     error_of(post(server, "/v1/completions", body), 413)

@@ -426,7 +426,8 @@ class Service:
             req.n * (1 if isinstance(p, str) or (p and isinstance(p[0], int)) else len(p))
         )
         prompts = self.prompts(p)
-        max_tokens = 16 if req.max_tokens is None else req.max_tokens
+        default = min(16, self.max_tokens_limit)  # OpenAI's 16, within --max-tokens-limit
+        max_tokens = default if req.max_tokens is None else req.max_tokens
         params = self.params(req, max_tokens)
         self.check_lengths(prompts, max_tokens, "max_tokens")
         if req.stream_options is not None and not req.stream:

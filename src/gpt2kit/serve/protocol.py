@@ -63,7 +63,9 @@ class CompletionRequest(_Sampling):
     prompt: StrictStr | list[StrictStr] | TokenIds | list[TokenIds] = Field(
         description="A string, a list of strings, a list of token ids or a list of lists."
     )
-    max_tokens: int | None = Field(16, ge=0, description="Tokens to generate at most.")
+    max_tokens: int | None = Field(
+        None, ge=0, description="Tokens to generate at most (default 16, or the server's limit)."
+    )
     echo: bool = Field(False, description="Return the prompt before the completion.")
     logprobs: int | None = Field(
         None, ge=0, le=MAX_LOGPROBS, description="Log-probabilities with the N most likely."
