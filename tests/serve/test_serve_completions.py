@@ -197,7 +197,7 @@ def test_text_offsets_count_characters_when_tokens_split_them(lenient, tiny):
         len(tokenizer.decode(ids[:k]).rstrip("\ufffd")) for k in range(len(ids))
     ]
     for token, offset in zip(lp.tokens, lp.text_offset, strict=True):
-        if "\ufffd" not in token:
+        if not token.startswith("bytes:"):  # a whole character or more
             assert whole.text[offset : offset + len(token)] == token
     chunks = [c.choices[0] for c in complete(lenient, stream=True, **kw) if c.choices]
     streamed = [o for c in chunks for o in c.logprobs.text_offset]
@@ -338,3 +338,19 @@ def test_text_held_back_for_a_stop_string_sends_no_empty_chunks(client, lenient)
     deltas = [c.choices[0].delta for c in stream if c.choices][1:-1]  # after the role's
     assert "".join(d.content for d in deltas) == reply.message.content
     assert all(d.content for d in deltas), [d.content for d in deltas]
+
+
+def test_tokens_that_split_a_character_are_named_by_their_bytes(lenient, tiny):
+    # As OpenAI's API names them ("bytes:\\xe7\\xba"), so that the pieces of different
+    # characters do not all read "\ufffd" and share one top_logprobs entry.
+    _, _, tokenizer, _ = tiny
+    text = "红楼梦 😀 café"
+    ids = tokenizer.encode(text)
+    r = complete(lenient, prompt=ids, max_tokens=0, echo=True, logprobs=5)
+    lp = r.choices[0].logprobs
+    for token, name in zip(ids, lp.tokens, strict=True):
+        piece = tokenizer.decode([token])
+        assert name == piece if "\ufffd" not in piece else name.startswith("bytes:\\x")
+    rows = zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True)
+    for name, value, top in list(rows)[1:]:  # the first token has no log-probability
+        assert top[name] == value and len(top) >= 5

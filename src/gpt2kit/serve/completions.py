@@ -82,6 +82,7 @@ class TokenText:
         self.tokenizer = tokenizer
         self.text = lru_cache(maxsize=65536)(self._text)
         self.bytes = lru_cache(maxsize=65536)(self._bytes)
+        self.label = lru_cache(maxsize=65536)(self._label)
 
     def _text(self, token: int) -> str:
         return self.tokenizer.decode([token])
@@ -99,6 +100,16 @@ class TokenText:
         if self.byte_level and piece and all(c in table for c in piece):
             return [table[c] for c in piece]  # the token's own bytes, even part of a character
         return list(self.text(token).encode("utf-8"))
+
+    def _label(self, token: int) -> str:
+        """The token as the legacy `logprobs` names it: its text, or `bytes:\\xNN...` for a
+        piece of a character (as OpenAI's API does), which no text can spell."""
+        raw = bytes(self.bytes(token))
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+        return self.text(token)
 
 
 class TextOffsets:
@@ -379,7 +390,7 @@ class Service:
         included (a text two tokens share keeps the higher value)."""
         top: dict[str, float] = {}
         for token, value in [*lp.top, (lp.token, lp.logprob)]:
-            top.setdefault(self.tokens.text(token), _finite(value))
+            top.setdefault(self.tokens.label(token), _finite(value))
         return top
 
     def completion_logprobs(
@@ -393,8 +404,7 @@ class Service:
         out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": []}
         out["text_offset"] = []
         for token, lp in zip(tokens, logprobs, strict=True):
-            text = self.tokens.text(token)
-            out["tokens"].append(text)
+            out["tokens"].append(self.tokens.label(token))
             out["token_logprobs"].append(None if lp is None else _finite(lp.logprob))
             out["top_logprobs"].append(None if lp is None else self._top(lp))
             out["text_offset"].append(offsets.next(token))
