@@ -156,6 +156,16 @@ def test_gzipped_jsonl_and_mixed_sources_in_one_call(tmp_path):
     assert kinds[:3] == [("text", None), ("jsonl", "content"), ("csv", "text")]
 
 
+def test_a_nested_json_field_is_named_with_dots(tmp_path):
+    path = tmp_path / "nested.jsonl"
+    rows = [{"id": i, "data": {"text": d, "lang": "en"}} for i, d in enumerate(DOCS)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    check_train(run(tmp_path, [path], text_field="data.text"), DOCS)
+    path.write_text(json.dumps({"data": {"body": "x"}}) + "\n")
+    with pytest.raises(UserError, match=r"has no field 'data\.text' \(its fields: 'data'\)"):
+        run(tmp_path, [path], text_field="data.text")
+
+
 def test_parquet(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")

@@ -27,7 +27,9 @@ class ReadOptions:
     text_column: str = option(
         "text", help="Column that holds the text in .csv/.tsv/.parquet files and hf: datasets."
     )
-    text_field: str = option("text", help="Field that holds the text in .json/.jsonl records.")
+    text_field: str = option(
+        "text", help="Field that holds the text in .json/.jsonl records (a.b: field b of field a)."
+    )
     split_on_blank_lines: bool = option(
         False,
         help="Cut plain-text files into documents at blank lines (surrounding whitespace of each "

@@ -601,13 +601,16 @@ def _record_value(record: Any, where: str, field: str) -> str | None:
             f"{where}: expected an object with a {field!r} field (or a string), "
             f"got {type(record).__name__}."
         )
-    if field not in record:
-        fields = ", ".join(repr(k) for k in list(record)[:20]) or "none"
-        raise UserError(
-            f"{where}: the record has no field {field!r} (its fields: {fields}); "
-            "pass --text-field NAME."
-        )
-    return _record_text(record[field], where, field, "--text-field")
+    value: Any = record
+    for key in [field] if field in record else field.split("."):  # a.b: field b of field a
+        if not isinstance(value, dict) or key not in value:
+            fields = ", ".join(repr(k) for k in list(record)[:20]) or "none"
+            raise UserError(
+                f"{where}: the record has no field {field!r} (its fields: {fields}); "
+                "pass --text-field NAME (a.b for field b of field a)."
+            )
+        value = value[key]
+    return _record_text(value, where, field, "--text-field")
 
 
 def _jsonl_records(blocks: Iterator[str], path: Path | None) -> Iterator[tuple[Any, int]]:
