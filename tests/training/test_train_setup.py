@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+import yaml
 
 from conftest import SHAKESPEARE, make_hf_model, run_cli, tiny_train_config
 from conftest import TINY_TRAIN as TINY
@@ -66,6 +67,21 @@ def test_scratch_model_context_follows_block_size(tmp_path, corpus):
     train(cfg)
     config = json.loads((out / "final" / "config.json").read_text())
     assert config["n_positions"] == 32 and config["n_ctx"] == 32
+
+
+def test_a_block_cut_to_short_data_is_the_scratch_models_context(tmp_path, capsys):
+    """--block-size longer than the data trains on blocks of the data's length, so a new
+    model's context is that length: no position embeddings that are never trained."""
+    text = tmp_path / "short.txt"
+    text.write_text("A short text of a few dozen words, far fewer tokens than the block. " * 6)
+    out = tmp_path / "run"
+    cfg = tiny_train_config(text, out, max_steps=1, block_size=100_000)
+    cfg.n_positions = None
+    train(cfg)
+    assert "using blocks of" in capsys.readouterr().out
+    config = json.loads((out / "final" / "config.json").read_text())
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["n_positions"] == resolved["resolved_block_size"] < 1_000
 
 
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, corpus):

@@ -16,7 +16,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,9 @@ def model_and_data(
         block_size = len(data.train) - 1
     model, tokenizer = start.model, start.tokenizer
     model_config = model.config if model is not None else scratch_config(config, data.tokenizer)
+    if model is None and config.model.n_positions is None and block_size < n_positions:
+        # cut to the data: a new model only learns the positions it trains on
+        model_config = replace(model_config, n_positions=block_size)
     lora = config.lora.lora_r is not None  # the base is frozen: no gradients, no AdamW state
     check_memory(model_config, config.optim.batch_size, block_size, device, dtype, shards, lora)
     if model is None:
