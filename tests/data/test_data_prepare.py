@@ -339,6 +339,27 @@ def test_a_single_document_is_split_by_its_tail(tmp_path):
     assert data.meta["split"]["method"] == "tail"
 
 
+def test_the_report_names_the_split_the_longest_and_shortest_documents_land_in(tmp_path):
+    # 40 documents, split at random: wherever the shortest and longest land, the report says
+    # that split (it used to give their source's role: "train" for a held-out document).
+    docs = [f"document number {i} " * (2 + i % 7) for i in range(38)] + ["zq", "long " * 60]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    for seed in range(6):
+        config = PrepareConfig(
+            sources=[str(path)], out=str(tmp_path / f"d{seed}"), val_fraction=0.3, seed=seed
+        )
+        data = prepare(config, progress=False)
+        val = TOK.decode(data.val.tolist())
+        for key, text in (("shortest_document", "zq"), ("longest_document", "long " * 60)):
+            expected = "val" if text in val else "train"
+            assert data.report[key]["split"] == expected, (seed, key)
+    one = tmp_path / "one.txt"
+    one.write_text("A single document. " * 50)
+    data = prepare(PrepareConfig(sources=[str(one)], out=str(tmp_path / "one")), progress=False)
+    assert data.report["longest_document"]["split"] == "train and val"
+
+
 def test_a_tiny_corpus_still_prepares_with_a_warning(tmp_path):
     path = tmp_path / "tiny.txt"
     path.write_text("Hello there. How are you today? I am fine, thank you.")

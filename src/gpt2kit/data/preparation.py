@@ -128,10 +128,11 @@ def _scan(sources: dict[str, list[Source]], config: PrepareConfig, bar: tqdm) ->
                     h = hashlib.blake2b(digest_size=8)
                     docs += 1
                     chars += doc_chars
+                    index = len(hashes) - 1  # of the document among its role's
                     if longest is None or doc_chars > longest["characters"]:
-                        longest = _where(source, n, doc_chars, role)
+                        longest = _where(source, n, doc_chars, role, index)
                     if shortest is None or doc_chars < shortest["characters"]:
-                        shortest = _where(source, n, doc_chars, role)
+                        shortest = _where(source, n, doc_chars, role, index)
                     doc_chars = 0
             except UserError as e:
                 del hashes[kept:]
@@ -182,11 +183,31 @@ def _scan(sources: dict[str, list[Source]], config: PrepareConfig, bar: tqdm) ->
     return scan
 
 
-def _where(source: Source, n: int, chars: int, role: str) -> dict[str, Any]:
+def _where(source: Source, n: int, chars: int, role: str, index: int) -> dict[str, Any]:
+    """A document for the report: where it is, its length, and (until `_landed` replaces
+    them with the split it lands in) its source's role and its index among that role's."""
     unit = UNITS[source.kind]
     whole_file = source.kind == "text" and n == 1
     where = source.name if whole_file else f"{source.name}, {unit} {n:,}"
-    return {"where": where, "characters": chars, "split": role}
+    return {"where": where, "characters": chars, "role": role, "index": index}
+
+
+def _landed(doc: dict[str, Any] | None, plan: _Plan) -> dict[str, Any] | None:
+    """`doc` with the split it lands in: a --val source's documents are val; a train
+    source's are train, except those the random split holds out, and the one document the
+    tail split cuts in two (or copies), which is in both."""
+    if doc is None:
+        return None
+    role, index = doc["role"], doc["index"]
+    split = role
+    if role == "train" and plan.method == "random":
+        val = plan.val_index if plan.val_index is not None else np.zeros(0, np.int64)
+        pos = int(np.searchsorted(val, index))
+        split = "val" if pos < len(val) and val[pos] == index else "train"
+    elif role == "train" and plan.method in ("tail", "copy"):
+        split = "train and val"
+    rest = {k: v for k, v in doc.items() if k not in ("role", "index")}
+    return {**rest, "split": split}
 
 
 # ----------------------------------------------------------------------------- the split
@@ -228,7 +249,7 @@ def _plan(scan: _Scan, config: PrepareConfig) -> _Plan:
     cut = max(1, chars - max(1, round(frac * chars)))
     desc = (
         f"the corpus is a single document: val = its last ~{frac:.0%} "
-        f"(cut at the last line break before character {cut:,})"
+        f"(cut at the last line break before character {cut:,}, else at the last space)"
     )
     return _Plan("tail", desc, cut=cut)
 
@@ -498,8 +519,8 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedData:
                 "encoder": encoder.name,
                 "duplicate_documents": duplicates,
                 "train_val_shared_documents": shared,
-                "longest_document": scan.longest,
-                "shortest_document": scan.shortest,
+                "longest_document": _landed(scan.longest, plan),
+                "shortest_document": _landed(scan.shortest, plan),
                 "tokens_per_document": _tokens_per_document(writers),
                 "warnings": scan.warnings,
                 "seconds": round(time.perf_counter() - started, 3),
