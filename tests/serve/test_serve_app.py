@@ -87,7 +87,10 @@ def test_without_a_key_configured_none_is_needed(tiny):
         ({"prompt": "Hi", "max_tokens": 65}, "max_tokens"),  # over --max-tokens-limit
         ({"prompt": "Hi", "n": 49}, "n"),  # more rows than the server ever holds
         ({"prompt": "Hi", "top_p": 0}, "top_p"),
-        ({"prompt": "Hi", "presence_penalty": 0.5}, None),
+        ({"prompt": "Hi", "presence_penalty": 0.5}, "presence_penalty"),
+        ({"prompt": "Hi", "best_of": 2}, "best_of"),
+        ({"prompt": "Hi", "stop": ""}, "stop"),
+        ({"prompt": "Hi", "stop": ["ok", ""]}, "stop"),
         ({}, "prompt"),
     ],
 )
@@ -95,6 +98,20 @@ def test_a_bad_field_is_a_400_naming_it(server, body, param):
     error = error_of(post(server, "/v1/completions", body), 400)
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
+
+
+@pytest.mark.parametrize("role", ["user", "system"])
+def test_a_chat_message_without_content_is_a_400_unless_the_assistants(server, role):
+    messages = [{"role": role}, {"role": "user", "content": "Hi"}]
+    error = error_of(post(server, "/v1/chat/completions", {"messages": messages}), 400)
+    assert error["param"] == "messages" and "messages[0].content" in error["message"]
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant"},
+        {"role": "user", "content": "Go on"},
+    ]
+    r = post(server, "/v1/chat/completions", {"messages": messages, "max_tokens": 2})
+    assert r.status_code == 200, r.text
 
 
 def test_invalid_json_is_a_400_not_a_422(server):

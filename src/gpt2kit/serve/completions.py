@@ -21,6 +21,7 @@ import codecs
 import contextlib
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
@@ -206,21 +207,23 @@ class Service:
         self, req: _Sampling, max_tokens: int, extra_stops: Sequence[str] = ()
     ) -> GenerationParams | None:
         """The decoding controls of a request (None when it generates nothing)."""
-        unsupported = []
+        unsupported: list[tuple[str, str]] = []  # (field, why)
         if req.presence_penalty or req.frequency_penalty:
+            field = "presence_penalty" if req.presence_penalty else "frequency_penalty"
             unsupported.append(
-                "presence_penalty and frequency_penalty are not supported (only 0); use "
-                "repetition_penalty (e.g. 1.2)"
-            )
+                (field, "presence_penalty and frequency_penalty are not supported (only 0); "
+                 "use repetition_penalty (e.g. 1.2)")
+            )  # fmt: skip
         if req.logit_bias:
-            unsupported.append("logit_bias is not supported (only empty)")
+            unsupported.append(("logit_bias", "logit_bias is not supported (only empty)"))
         if isinstance(req, CompletionRequest):
             if req.best_of is not None and req.best_of != req.n:
-                unsupported.append("best_of is not supported (only equal to n)")
+                unsupported.append(("best_of", "best_of is not supported (only equal to n)"))
             if req.suffix is not None:
-                unsupported.append("suffix is not supported (only null)")
+                unsupported.append(("suffix", "suffix is not supported (only null)"))
         if unsupported:
-            raise APIError(400, "; ".join(unsupported) + ".")
+            message = "; ".join(why for _, why in unsupported) + "."
+            raise APIError(400, message, param=unsupported[0][0])
         if max_tokens == 0:
             return None
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
@@ -237,8 +240,9 @@ class Service:
                 ignore_eos=req.ignore_eos,
             )
         except UserError as e:
+            problems = [api_names(p) for p in e.problems]
             raise APIError(
-                400, "Invalid request: " + "; ".join(api_names(p) for p in e.problems) + "."
+                400, "Invalid request: " + "; ".join(problems) + ".", param=_field_of(problems[0])
             ) from None
 
     def check_lengths(
@@ -571,7 +575,7 @@ class Service:
         """The conversation as text, in the chat template (see the module's docstring)."""
         system, turns = [], []
         for i, m in enumerate(req.messages):
-            content = _content(m.content, i)
+            content = _content(m.content, i, m.role)
             if m.role in ("system", "developer"):
                 system.append(content.strip())
             else:
@@ -688,9 +692,22 @@ class Service:
         return stream()
 
 
-def _content(content: Any, index: int) -> str:
-    """A message's text: a string, or the text parts of a list of parts."""
+def _field_of(problem: str) -> str | None:
+    """The request field a `GenerationParams` problem (named as API fields) is about: the
+    first word of it that is one of `_Sampling`'s fields."""
+    fields = _Sampling.model_fields
+    return next((w for w in re.findall(r"[a-z_]+", problem) if w in fields), None)
+
+
+def _content(content: Any, index: int, role: str) -> str:
+    """A message's text: a string, or the text parts of a list of parts; only an assistant's
+    message may have none (as in OpenAI's API)."""
     if content is None:
+        if role != "assistant":
+            raise APIError(
+                400, f"messages[{index}].content is required for a {role} message.",
+                param="messages",
+            )  # fmt: skip
         return ""
     if isinstance(content, str):
         return content
