@@ -43,6 +43,17 @@ def option(
     return dataclasses.field(default=default, metadata=meta)
 
 
+def model_option() -> Any:
+    """The MODEL argument of every command that loads a model (generate, eval, serve, export):
+    declared once, so that they all say the same of what they accept."""
+    return option(
+        help="A Hugging Face-format model folder, a hub id (e.g. gpt2), a run folder from "
+        "`gpt2kit train`, or a LoRA adapter folder (merged into its base).",
+        positional=True,
+        metavar="MODEL",
+    )
+
+
 def group(cls: type[T], title: str) -> T:
     """Declare a field that holds a dataclass of options (every one with a default): its
     options are flags of the command like the others, listed under `title` in `--help`, and

@@ -8,14 +8,30 @@ import platform
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from gpt2kit.config import option
 from gpt2kit.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def device_option(verb: str = "run") -> Any:
+    """The --device option of every command that runs a model, declared once."""
+    return option("auto", help=f"Where to {verb}: {', '.join(DEVICES)} or cuda:N.")
+
+
+def decode_precision_option() -> Any:
+    """The --precision option of the commands that decode (generate, serve), declared once."""
+    return option(
+        "auto",
+        help=f"Numeric precision: {', '.join(PRECISIONS)} (auto: bf16 on GPUs; on the CPU bf16 "
+        "only where this machine measures it faster for the model, else fp32).",
+    )
 
 
 def device_problem(name: str) -> str | None:

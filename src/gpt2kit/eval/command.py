@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from gpt2kit.config import flat_names, group, option
+from gpt2kit.config import flat_names, group, model_option, option
 from gpt2kit.data.options import ReadOptions
 from gpt2kit.errors import UserError
 from gpt2kit.eval.scorer import default_stride, evaluate_ids, summarize
 from gpt2kit.formats.hf import load_model, weights_hash
 from gpt2kit.runtime import (
-    DEVICES,
     PRECISIONS,
+    device_option,
     device_problem,
     keep_freed_memory,
     precision_name,
@@ -33,11 +33,7 @@ from gpt2kit.tokenizer import Tokenizer
 class EvalConfig:
     """Options of `gpt2kit eval`."""
 
-    model: str = option(
-        help="A Hugging Face-format model folder, a hub id (e.g. gpt2) or a run folder from `gpt2kit train`.",
-        positional=True,
-        metavar="MODEL",
-    )
+    model: str = model_option()
     sources: list[str] = option(
         [],
         help="Text to score: files, folders, globs or hf:NAME (as for gpt2kit prepare; "
@@ -59,7 +55,7 @@ class EvalConfig:
         None, help="Score only the first N tokens of the text (a quick estimate)."
     )
     json: bool = option(False, help="Print the results as one JSON object.")
-    device: str = option("auto", help=f"Where to run: {', '.join(DEVICES)}.")
+    device: str = device_option()
     precision: str = option(
         "fp32",
         help=f"Numeric precision: {', '.join(PRECISIONS)}. fp32 (the default) gives figures "

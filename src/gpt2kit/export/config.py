@@ -7,7 +7,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt2kit.config import option
+from gpt2kit.config import model_option, option
 from gpt2kit.errors import UserError
 
 TARGETS = ("gguf", "onnx", "hf")
@@ -59,12 +59,7 @@ def _looks_like_export(folder: Path) -> bool:
 class ExportConfig:
     """Options of `gpt2kit export`."""
 
-    model: str = option(
-        help="A Hugging Face-format model folder, a hub id (e.g. gpt2) or a run folder from "
-        "`gpt2kit train`: anything `gpt2kit generate` accepts.",
-        positional=True,
-        metavar="MODEL",
-    )
+    model: str = model_option()
     to: str = option(
         help="The format to write: gguf (one file for llama.cpp), onnx (a folder for ONNX "
         "Runtime) or hf (a Hugging Face folder, as training's final/).",

@@ -14,15 +14,15 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gpt2kit.config import group, option
+from gpt2kit.config import group, model_option, option
 from gpt2kit.errors import UserError
 from gpt2kit.generate.generator import QUANTIZE, Generator
 from gpt2kit.generate.params import GenerationParams
 from gpt2kit.generate.processors import new_seed
 from gpt2kit.generate.prompts import read_prompts
 from gpt2kit.runtime import (
-    DEVICES,
-    PRECISIONS,
+    decode_precision_option,
+    device_option,
     device_problem,
     precision_name,
     precision_problem,
@@ -42,11 +42,7 @@ class SamplingOptions(GenerationParams):
 class GenerateConfig:
     """Options of `gpt2kit generate`."""
 
-    model: str = option(
-        help="A Hugging Face-format model folder, a hub id (e.g. gpt2) or a run folder from `gpt2kit train`.",
-        positional=True,
-        metavar="MODEL",
-    )
+    model: str = model_option()
     prompt: str = option(
         "",
         help="The text to continue ('-' reads it from stdin; empty starts from <|endoftext|>).",
@@ -84,11 +80,8 @@ class GenerateConfig:
         help="Rows (samples of any prompt) decoded together; it changes the speed and memory "
         "use, not the samples a --seed gives.",
     )
-    device: str = option("auto", help=f"Where to run: {', '.join(DEVICES)}.")
-    precision: str = option(
-        "auto",
-        help=f"Numeric precision: {', '.join(PRECISIONS)} (auto: bf16 on GPUs; on the CPU bf16 only where this machine measures it faster for the model, else fp32).",
-    )
+    device: str = device_option()
+    precision: str = decode_precision_option()
     cuda_graph: bool = option(
         True,
         help="On CUDA, capture the one-token decode step in a CUDA graph (--no-cuda-graph: run it eagerly).",

@@ -6,10 +6,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from gpt2kit.config import option
+from gpt2kit.config import model_option, option
 from gpt2kit.errors import UserError
 from gpt2kit.generate.generator import QUANTIZE
-from gpt2kit.runtime import DEVICES, PRECISIONS, device_problem, precision_problem
+from gpt2kit.runtime import (
+    decode_precision_option,
+    device_option,
+    device_problem,
+    precision_problem,
+)
 
 API_KEY_ENV = "GPT2KIT_API_KEY"
 
@@ -18,12 +23,7 @@ API_KEY_ENV = "GPT2KIT_API_KEY"
 class ServeConfig:
     """Options of `gpt2kit serve`."""
 
-    model: str = option(
-        help="A Hugging Face-format model folder, a hub id (e.g. gpt2) or a run folder from "
-        "`gpt2kit train`.",
-        positional=True,
-        metavar="MODEL",
-    )
+    model: str = model_option()
     host: str = option(
         "127.0.0.1",
         help="Address to listen on. The default answers this machine only; 0.0.0.0 answers "
@@ -68,11 +68,8 @@ class ServeConfig:
         "API; repeatable, '*' allows any. Off by default.",
         metavar="ORIGIN",
     )
-    device: str = option("auto", help=f"Where to run: {', '.join(DEVICES)}.")
-    precision: str = option(
-        "auto",
-        help=f"Numeric precision: {', '.join(PRECISIONS)} (auto: bf16 on GPUs; on the CPU bf16 only where this machine measures it faster for the model, else fp32).",
-    )
+    device: str = device_option()
+    precision: str = decode_precision_option()
     quantize: str = option(
         "none",
         help="CPU only: 'int8' stores the linear layers' weights as int8 (dynamic "

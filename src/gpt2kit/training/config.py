@@ -17,7 +17,7 @@ from gpt2kit.data.options import DEFAULT_VAL_FRACTION, VAL_FRACTION_HELP, ReadOp
 from gpt2kit.errors import raise_if_problems
 from gpt2kit.model import PRESETS
 from gpt2kit.model.lora import LORA_TARGETS, LoraSpec
-from gpt2kit.runtime import device_problem, precision_problem
+from gpt2kit.runtime import device_option, device_problem, precision_problem
 from gpt2kit.tokenizer import trained_spec_problem
 
 # Peak learning rates when --lr is not given: from scratch for a 128-wide model (scaled down as
@@ -251,10 +251,12 @@ class RuntimeOptions:
     """The random seed, and where and how the numbers are computed."""
 
     seed: int = option(1337, help="Random seed: initialisation, data order, dropout.")
-    device: str = option("auto", help="Where to train: auto, cpu, cuda, cuda:N, mps.")
+    device: str = device_option("train")
     precision: str = option(
         "auto",
-        help="auto (bf16 on GPUs that have it, else fp16 with a grad scaler; fp32 on CPU), fp32, bf16, fp16.",
+        help="auto (bf16 on GPUs that have it, else fp16 with a grad scaler; on the CPU bf16 "
+        "autocast only where this machine measures it faster for the model, else fp32), fp32, "
+        "bf16, fp16.",
     )
     compile: str = option("auto", help="torch.compile the model: auto (on CUDA only), on, off.")
     parallel: str = option(
