@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -123,18 +124,16 @@ def free_memory(device: torch.device) -> int | None:
 # 4 x 128, fp32, 2 cores), 0.24 s of a 1.74 s step, a quarter of it in the kernel.
 
 _MALLOPT = {"M_TRIM_THRESHOLD": -1, "M_MMAP_MAX": -4}
-_KEPT: list[bool] = []
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory in the process and hand it out again instead of
     unmapping it (no mmap for large blocks; the heap is trimmed only above 2 GiB free), for a
     long-running CPU job that allocates the same large buffers every step. The resident size
     then stays near the peak (7% above it measured on 124M). Returns whether it applies: on
     Linux with glibc, unless $GPT2KIT_MALLOC=system or the user tunes malloc already
-    ($GLIBC_TUNABLES, $MALLOC_MMAP_MAX_, ...). Idempotent."""
-    if _KEPT:
-        return _KEPT[0]
+    ($GLIBC_TUNABLES, $MALLOC_MMAP_MAX_, ...). Done once per process."""
     tuned = any(k.startswith("MALLOC_") for k in os.environ) or "malloc" in os.environ.get(
         "GLIBC_TUNABLES", ""
     )
@@ -152,7 +151,6 @@ def keep_freed_memory() -> bool:
         applies = bool(
             mallopt(_MALLOPT["M_TRIM_THRESHOLD"], 2**31 - 1) and mallopt(_MALLOPT["M_MMAP_MAX"], 0)
         )
-    _KEPT.append(applies)
     return applies
 
 
